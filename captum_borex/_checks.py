@@ -1,0 +1,105 @@
+"""Argument checks shared by the attribution methods and the measures."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+#: Image batches are ``(N, C, H, W)``, clip batches ``(N, C, T, H, W)``.
+SUPPORTED_NDIMS = (4, 5)
+
+
+def format_inputs(inputs: Any, name: str = "inputs") -> tuple[Tensor, bool]:
+    """The input tensor and whether it came as a 1-tuple (Captum's tuple convention).
+
+    Raises:
+        TypeError: not a tensor or a tuple of one tensor.
+        ValueError: wrong number of dimensions, not floating point, empty, NaN or Inf.
+    """
+    is_tuple = isinstance(inputs, tuple)
+    if is_tuple:
+        if len(inputs) != 1:
+            raise ValueError(
+                f"{name} must be a tensor or a tuple of one tensor, got a tuple of {len(inputs)}"
+            )
+        inputs = inputs[0]
+    if not isinstance(inputs, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(inputs).__name__}")
+    if inputs.dim() not in SUPPORTED_NDIMS:
+        raise ValueError(
+            f"{name} must be a batch of images (N, C, H, W) or clips (N, C, T, H, W), "
+            f"got shape {tuple(inputs.shape)}"
+        )
+    if not inputs.is_floating_point():
+        raise ValueError(f"{name} must be floating point, got dtype {inputs.dtype}")
+    if inputs.numel() == 0:
+        raise ValueError(f"{name} is empty: shape {tuple(inputs.shape)}")
+    check_finite(inputs, name)
+    return inputs, is_tuple
+
+
+def check_finite(tensor: Tensor, name: str) -> None:
+    """Raise a ValueError naming ``name`` if ``tensor`` holds NaN or Inf."""
+    if not bool(torch.isfinite(tensor).all()):
+        raise ValueError(f"{name} contains NaN or Inf values")
+
+
+def format_baselines(baselines: Any, inputs: Tensor, name: str = "baselines") -> Tensor:
+    """Baselines broadcast to the shape of ``inputs`` (a number, a tensor or a 1-tuple)."""
+    if isinstance(baselines, tuple):
+        if len(baselines) != 1:
+            raise ValueError(
+                f"{name} must be a number, a tensor or a tuple of one, got {len(baselines)}"
+            )
+        baselines = baselines[0]
+    if isinstance(baselines, (int, float)) and not isinstance(baselines, bool):
+        return torch.full_like(inputs, float(baselines))
+    if not isinstance(baselines, Tensor):
+        raise TypeError(f"{name} must be a number or a tensor, got {type(baselines).__name__}")
+    try:
+        out = torch.broadcast_to(
+            baselines.to(device=inputs.device, dtype=inputs.dtype), inputs.shape
+        )
+    except RuntimeError:
+        raise ValueError(
+            f"{name} of shape {tuple(baselines.shape)} cannot be broadcast to the inputs' "
+            f"shape {tuple(inputs.shape)}"
+        ) from None
+    check_finite(out, name)
+    return out
+
+
+def check_int(value: Any, name: str, minimum: int = 1) -> int:
+    """``value`` as an int if it is an integer ``>= minimum``, else a clear error."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def check_positive(value: Any, name: str) -> float:
+    """``value`` as a float if it is a positive finite number, else a clear error."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    if not value > 0 or value == float("inf"):
+        raise ValueError(f"{name} must be a positive finite number, got {value}")
+    return float(value)
+
+
+def check_nonnegative(value: Any, name: str) -> float:
+    """``value`` as a float if it is a finite number ``>= 0``, else a clear error."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    if not 0 <= value < float("inf"):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+    return float(value)
+
+
+def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
+    """``value`` if it is one of ``choices``, else a ValueError listing them."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
+    return value

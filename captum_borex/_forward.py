@@ -1,0 +1,149 @@
+"""Querying a model on many perturbed copies of a batch, Captum style."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from captum._utils.common import _format_additional_forward_args, _select_targets
+from captum._utils.typing import TargetType
+from torch import Tensor
+
+
+def rows_of_target(target: TargetType, rows: Tensor) -> TargetType:
+    """The target for a batch made of rows ``rows`` of the original batch."""
+    if isinstance(target, Tensor) and target.numel() > 1:
+        return target.reshape(-1)[rows.to(target.device)]
+    if isinstance(target, list):
+        return [target[i] for i in rows.tolist()]
+    return target
+
+
+def rows_of_args(args: Any, rows: Tensor, batch_size: int) -> tuple[Any, ...] | None:
+    """Additional forward args for rows ``rows``: batch tensors are indexed, others kept."""
+    args = _format_additional_forward_args(args)
+    if args is None:
+        return None
+    return tuple(
+        a[rows.to(a.device)]
+        if isinstance(a, Tensor) and a.dim() > 0 and a.shape[0] == batch_size
+        else a
+        for a in args
+    )
+
+
+def target_scores(
+    forward_func: Callable[..., Tensor],
+    inputs: Tensor,
+    rows: Tensor,
+    target: TargetType,
+    additional_forward_args: Any,
+    batch_size: int,
+    apply_softmax: bool,
+    internal_batch_size: int | None,
+) -> Tensor:
+    """Score of the target for each perturbed input, in chunks.
+
+    Args:
+        forward_func: The model.
+        inputs: ``(B, ...)`` perturbed inputs.
+        rows: ``(B,)`` the original sample each perturbed input comes from.
+        target: Captum target for the original batch.
+        additional_forward_args: Extra forward arguments for the original batch.
+        batch_size: Size of the original batch (to recognise batch tensors in the args).
+        apply_softmax: Score the softmax probability of the target rather than the raw
+            output.
+        internal_batch_size: Largest batch given to the model at once; None for all.
+
+    Returns:
+        ``(B,)`` scores.
+    """
+    chunk = internal_batch_size or inputs.shape[0]
+    out = []
+    with torch.no_grad():
+        for start in range(0, inputs.shape[0], chunk):
+            part_rows = rows[start : start + chunk]
+            args = rows_of_args(additional_forward_args, part_rows, batch_size)
+            output = forward_func(inputs[start : start + chunk], *(args or ()))
+            if apply_softmax:
+                output = torch.softmax(output, dim=1)
+            selected = _select_targets(output, rows_of_target(target, part_rows))
+            out.append(selected.reshape(len(part_rows)))
+    return torch.cat(out)
+
+
+def format_target_check(
+    target: TargetType, n_outputs: int, batch_size: int, name: str = "target"
+) -> None:
+    """Raise a ValueError naming ``name`` if class indices fall outside ``[0, n_outputs)``."""
+    if target is None:
+        return
+    if isinstance(target, tuple):
+        return
+    if isinstance(target, Tensor):
+        if target.dtype.is_floating_point or target.dtype == torch.bool:
+            raise ValueError(f"{name} must hold integer class indices, got dtype {target.dtype}")
+        if target.numel() not in (1, batch_size):
+            raise ValueError(
+                f"{name} must be a scalar or hold one class per input ({batch_size}), "
+                f"got {target.numel()} values"
+            )
+        values: Sequence[int] = target.reshape(-1).tolist()
+    elif isinstance(target, list):
+        if len(target) != batch_size:
+            raise ValueError(
+                f"{name} list must hold one class per input ({batch_size}), got {len(target)}"
+            )
+        if target and isinstance(target[0], tuple):
+            return
+        values = target
+    elif isinstance(target, int) and not isinstance(target, bool):
+        values = [target]
+    else:
+        raise TypeError(
+            f"{name} must be an int, a tuple, a tensor or a list, got {type(target).__name__}"
+        )
+    bad = [v for v in values if not 0 <= int(v) < n_outputs]
+    if bad:
+        raise ValueError(
+            f"{name} {bad[0]} is out of range for a model with {n_outputs} outputs "
+            f"(valid: 0..{n_outputs - 1})"
+        )
+
+
+def check_target(
+    forward_func: Callable[..., Tensor],
+    inputs: Tensor,
+    target: TargetType,
+    additional_forward_args: Any,
+    apply_softmax: bool,
+) -> None:
+    """Run the model once and check that ``target`` fits its output.
+
+    Raises:
+        ValueError: the model does not return one row per input, a class index is out of
+            range, or ``target`` is None where the output needs one.
+    """
+    with torch.no_grad():
+        output = forward_func(
+            inputs, *(_format_additional_forward_args(additional_forward_args) or ())
+        )
+    if not isinstance(output, Tensor) or output.shape[:1] != inputs.shape[:1]:
+        raise ValueError(
+            "forward_func must return a tensor with one row per input, got "
+            f"{getattr(output, 'shape', type(output).__name__)}"
+        )
+    if target is None:
+        if output.dim() > 1 and output[0].numel() > 1:
+            raise ValueError(
+                f"target is required: the model returns {tuple(output.shape[1:])} outputs per input"
+            )
+        if apply_softmax:
+            raise ValueError(
+                "target is required with apply_softmax=True (the softmax of a single output "
+                "is constant); pass a target or apply_softmax=False"
+            )
+        return
+    if output.dim() == 2:
+        format_target_check(target, output.shape[1], inputs.shape[0])

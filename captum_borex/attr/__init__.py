@@ -1,0 +1,6 @@
+"""Captum-facing attribution methods."""
+
+from captum_borex.attr.borex import BOREx, BORExDetails
+from captum_borex.attr.rise import RISE
+
+__all__ = ["BOREx", "BORExDetails", "RISE"]
