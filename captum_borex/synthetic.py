@@ -1,9 +1,10 @@
-"""Synthetic data with known salient regions, and a small CNN, for examples and tests.
+"""Synthetic data with known salient regions, and small CNNs, for examples and tests.
 
 Each image holds one *class object* (a small shape whose form decides the class) and one
-*distractor* (a filled square, the same in every class) at random places on a noisy
+*distractor* (a filled square, the same in every class) at random places on a dark, noisy
 background. A model that solves the task must look at the object, so its bounding box is
-a ground-truth mask for localisation measures.
+a ground-truth mask for localisation measures. Clips add time: the object shows only in a
+contiguous run of frames, the distractor in every frame.
 """
 
 from __future__ import annotations
@@ -86,6 +87,55 @@ def make_shapes(
     return images, labels, masks
 
 
+def make_clips(
+    n: int,
+    frames: int = 8,
+    size: int = 32,
+    object_size: int = 7,
+    duration: int = 3,
+    n_classes: int = 3,
+    seed: int = 0,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Synthetic clips whose class is the shape of an object seen in a few frames only.
+
+    Args:
+        n: Number of clips.
+        frames: Frames per clip. Default: 8
+        size: Frame side in pixels. Default: 32
+        object_size: Side of the object and the distractor. Default: 7
+        duration: Number of consecutive frames showing the object. Default: 3
+        n_classes: Number of classes (at most 3). Default: 3
+        seed: Seed of everything random. Default: 0
+
+    Returns:
+        ``clips (n, 3, frames, size, size)`` in [0, 1], ``labels (n,)`` and spatio-temporal
+        ``masks (n, frames, size, size)`` (True on the object's box in the frames it shows).
+
+    Examples::
+
+        >>> clips, labels, masks = make_clips(4, frames=8)
+        >>> clips.shape
+        torch.Size([4, 3, 8, 32, 32])
+    """
+    if not 1 <= duration <= frames:
+        raise ValueError(f"duration must be in 1..frames ({frames}), got {duration}")
+    images, labels, boxes = make_shapes(n, size, object_size, n_classes, seed)
+    # The same scenes without their objects: the object stamped with the background.
+    gen = torch.Generator().manual_seed(seed + 1)
+    background = 0.05 * torch.rand(n, 3, frames, size, size, generator=gen)
+    clips = background.clone()
+    start = torch.randint(0, frames - duration + 1, (n,), generator=gen)
+    masks = torch.zeros(n, frames, size, size, dtype=torch.bool)
+    distractor = images * ~boxes[:, None]
+    for i in range(n):
+        shown = slice(int(start[i]), int(start[i]) + duration)
+        ink = images[i] * boxes[i]
+        clips[i] = torch.maximum(clips[i], distractor[i][:, None])
+        clips[i, :, shown] = torch.maximum(clips[i, :, shown], ink[:, None])
+        masks[i, shown] = boxes[i]
+    return clips, labels, masks
+
+
 class SmallCNN(nn.Module):
     """A small convolutional classifier: three conv blocks, global max pooling, a linear head.
 
@@ -113,6 +163,35 @@ class SmallCNN(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.features(x).amax(dim=(-2, -1)))
+
+
+class SmallCNN3d(nn.Module):
+    """A small 3-D convolutional classifier for clips ``(N, C, T, H, W)``.
+
+    Args:
+        n_classes: Number of outputs. Default: 3
+        in_channels: Input channels. Default: 3
+        width: Channels of the conv layers. Default: 16
+
+    Attributes:
+        features: The convolutional trunk (``features[-2]`` is its last Conv3d).
+    """
+
+    def __init__(self, n_classes: int = 3, in_channels: int = 3, width: int = 16) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv3d(in_channels, width // 2, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv3d(width // 2, width, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool3d((1, 2, 2)),
+            nn.Conv3d(width, width, 3, padding=1),
+            nn.ReLU(),
+        )
+        self.head = nn.Linear(width, n_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.features(x).amax(dim=(-3, -2, -1)))
 
 
 def train_classifier(

@@ -367,3 +367,16 @@ def test_gradient_prior_works_under_inference_mode(cnn, shapes_val):
         x = images[:2].clone()
         out = BOREx(cnn, prior=Saliency(cnn)).attribute(x, target=labels[:2], **FAST)
     assert out.shape == x.shape and torch.isfinite(out).all()
+
+
+def test_exact_map_matches_the_lattice_map(cnn, shapes_val):
+    images, labels, _ = shapes_val
+    x, y = images[:2], labels[:2]
+    borex = BOREx(cnn, prior=Saliency(cnn))
+    for stride, tolerance in ((1, 1e-6), (3, 0.05)):
+        kwargs = dict(n_iter=10, seed=0, acquisition_stride=stride)
+        lattice = borex.attribute(x, target=y, return_details=True, **kwargs)
+        exact = borex.attribute(x, target=y, exact_map=True, return_details=True, **kwargs)
+        span = exact.attributions.amax() - exact.attributions.amin()
+        assert (lattice.attributions - exact.attributions).abs().max() <= tolerance * span
+        assert (lattice.uncertainty - exact.uncertainty).abs().max() <= tolerance + 1e-6

@@ -86,3 +86,22 @@ def test_length_scale_fit_is_independent_per_batch_element():
     alone = make_kernel(1, torch.tensor([12.0, 12.0, 10.0]), (1.0, 20.0))
     fit_lengthscales(alone, xs[1:2], residuals[1:2], 0.01)
     torch.testing.assert_close(kernel.lengthscale[1], alone.lengthscale[0], atol=1e-4, rtol=1e-4)
+
+
+def test_lattice_covariance_equals_the_gpytorch_kernel():
+    from captum_borex.bo.surrogate import lattice_covariance
+    from captum_borex.bo.windows import WindowSpace
+
+    for space in (
+        WindowSpace((20, 14), [(2, 3, 5)], (0, 0), (0.5, 0.5)),
+        WindowSpace((5, 12, 10), [(1, 2), (2, 4)], (0, 1, 1), (0.25, 0.5, 0.5)),
+    ):
+        grid = space.grid((3,) * space.n_axes)
+        kernel = make_kernel(
+            2, torch.rand(space.n_features, dtype=torch.float64) * 10 + 1, (1.0, 20.0)
+        )
+        x = torch.rand(2, 4, space.n_features, dtype=torch.float64) * 30
+        expected = kernel.forward(x, grid.features.expand(2, -1, -1)).detach()
+        torch.testing.assert_close(
+            lattice_covariance(kernel.lengthscale, x, grid.lattice).detach(), expected
+        )

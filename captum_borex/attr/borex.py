@@ -30,12 +30,10 @@ from captum_borex.attr._priors import (
     compute_prior,
     normalise_prior,
 )
+from captum_borex.attr._window_args import acquisition_stride as stride_for
+from captum_borex.attr._window_args import feature_names, window_space
 from captum_borex.bo.optimizer import BOSettings, optimise
 from captum_borex.bo.windows import WindowSpace
-
-#: Published window half-sizes for 224-pixel images.
-PUBLISHED_HALF_SIZES = (30, 45, 60, 75)
-REFERENCE_SIZE = 224
 
 
 @dataclass
@@ -53,6 +51,8 @@ class BORExDetails:
         half_sizes: ``(N, n, D)`` half-length along each axis of every queried window.
         scores: ``(N, n)`` the query results ``tanh(gain * delta / 2)``.
         lengthscale: ``(N, d)`` the GP's final length scales (GP units).
+        seconds: Wall time of the run spent in the objective (perturbing inputs and the
+            model calls) and in the optimiser (everything else), for profiling.
     """
 
     attributions: Tensor | tuple[Tensor, ...]
@@ -62,6 +62,7 @@ class BORExDetails:
     half_sizes: Tensor
     scores: Tensor
     lengthscale: Tensor
+    seconds: dict[str, float]
 
 
 class BOREx(PerturbationAttribution):
@@ -142,17 +143,20 @@ class BOREx(PerturbationAttribution):
         lengthscale_bounds: tuple[float, float] = (1.0, 20.0),
         noise: float = 0.01,
         jitter: Sequence[float] | None = None,
-        acquisition_stride: int | None = None,
+        acquisition_stride: int | Sequence[int] | None = None,
+        temporal_window_sizes: Sequence[int] | None = None,
         refit_every: int = 5,
         warm_start: bool = True,
         windows_per_step: int = 1,
+        exact_map: bool = False,
         internal_batch_size: int | None = None,
     ) -> Tensor | tuple[Tensor, ...] | BORExDetails:
         r"""Refine the prior's map of every input by ``n_iter`` rounds of window queries.
 
         Args:
-            inputs: ``(N, C, H, W)`` images, or a tuple holding one such tensor (the
-                output is then a tuple too).
+            inputs: ``(N, C, H, W)`` images or ``(N, C, T, H, W)`` clips, or a tuple
+                holding one such tensor (the output is then a tuple too). Clips are
+                searched with spatio-temporal windows (see ``temporal_window_sizes``).
             target: Output index for which to explain: an int, a tensor of one index per
                 input, a list of ints, or (for multi-dimensional outputs) a tuple / list of
                 tuples, as in Captum. None only for models with one output per input.
@@ -188,22 +192,33 @@ class BOREx(PerturbationAttribution):
                 published) or averaged over it ("window"). Default: "center"
             gain: Slope of ``y = tanh(gain * delta / 2)``. Default: 10.0
             kappa: UCB exploration weight. Default: 10.0
-            lengthscale: Initial length scales, one per GP feature (rows, columns, size),
-                in units of a 224-pixel image. None: (12, 12, 10). Default: None
+            lengthscale: Initial length scales, one per GP feature -- images: (rows,
+                columns, size); clips: (frames, rows, columns, duration, size) -- in units
+                of a 224-pixel image (time: of a 224-frame clip). None: 12 for positions,
+                10 for sizes, i.e. (12, 12, 10) for images. Default: None
             lengthscale_bounds: Bounds of every length scale. Default: (1.0, 20.0)
             noise: Observation noise variance. Default: 0.01
             jitter: Half-widths of the uniform jitter added to the GP's copy of each
-                window, per feature. None: (1, 1, 0.5). Default: None
-            acquisition_stride: UCB is evaluated on window centres this many pixels apart,
-                then refined at full resolution around the best one; the map is rebuilt
-                from the same lattice by linear interpolation. 1 reproduces the published
-                full grid. None: ``round(min(H, W) / 56)`` (4 at 224). Default: None
+                window, per feature. None: 1 for positions, 0.5 for sizes. Default: None
+            acquisition_stride: UCB is evaluated on window centres this many pixels (and
+                frames) apart -- one int, or one per axis -- then refined at full
+                resolution around the best one; the map is rebuilt from the same lattice by
+                linear interpolation. 1 reproduces the published full grid. None:
+                ``round(min(H, W) / 56)`` (4 at 224) in space and ``round(T / 16)`` in time,
+                coarsened in space until the lattice holds at most 25,000 windows.
+                Default: None
+            temporal_window_sizes: Clips only: window half-lengths in frames. None:
+                ``T * (1/8, 1/4)`` rounded. Default: None
             refit_every: Refit the length scales after every this many rounds (always
                 after the last). 1 is published. Default: 5
             warm_start: Start each refit from the previous length scales rather than the
                 initial ones (published: False). Default: True
             windows_per_step: Windows queried per round (the GP's mean is held fixed
                 between the picks of one round). Default: 1
+            exact_map: Rebuild the map from the posterior at every window (published)
+                instead of interpolating it from the acquisition lattice (which differs by
+                about 0.1% of the map's range at 224x224, see ``benchmarks/speed.py``).
+                Default: False
             internal_batch_size: Largest batch passed to the model at once; None passes
                 every query of a round together (2 * N * windows_per_step). Default: None
 
@@ -212,15 +227,15 @@ class BOREx(PerturbationAttribution):
             repeated over channels. With ``return_details=True``, a :class:`BORExDetails`.
 
         Raises:
-            ValueError: bad inputs (not 4-D, NaN/Inf), target out of range, a prior that
-                fails or whose maps do not match, ``n_iter < 1``, windows larger than the
-                image, or an invalid hyperparameter.
+            ValueError: bad inputs (not 4-D or 5-D, NaN/Inf), target out of range, a prior
+                that fails or whose maps do not match, ``n_iter < 1``, windows larger than
+                the image or longer than the clip, or an invalid hyperparameter.
         """
         x, is_tuple = format_inputs(inputs)
-        settings, half_sizes = self._settings(
-            x,
+        space = window_space(tuple(x.shape[2:]), window_sizes, temporal_window_sizes)
+        settings = self._settings(
+            space,
             n_iter,
-            window_sizes,
             prior_mean,
             kappa,
             lengthscale,
@@ -231,6 +246,7 @@ class BOREx(PerturbationAttribution):
             refit_every,
             warm_start,
             windows_per_step,
+            exact_map,
         )
         prior_scale = check_positive(prior_scale, "prior_scale")
         gain = check_positive(gain, "gain")
@@ -263,7 +279,6 @@ class BOREx(PerturbationAttribution):
                     self.prior, x, target, additional_forward_args, prior_kwargs, prior_reduction
                 )
             prior = normalise_prior(raw_prior, prior_scale)
-            space = _window_space(x, half_sizes)
             objective = _WindowObjective(
                 self.forward_func,
                 x,
@@ -306,83 +321,56 @@ class BOREx(PerturbationAttribution):
             half_sizes=result.half_sizes,
             scores=result.scores.to(x.dtype),
             lengthscale=result.lengthscale,
+            seconds=result.seconds,
         )
 
     def _settings(
         self,
-        x: Tensor,
+        space: WindowSpace,
         n_iter: int,
-        window_sizes: Sequence[int] | None,
         prior_mean: str,
         kappa: float,
         lengthscale: Sequence[float] | None,
         lengthscale_bounds: tuple[float, float],
         noise: float,
         jitter: Sequence[float] | None,
-        acquisition_stride: int | None,
+        acquisition_stride: int | Sequence[int] | None,
         refit_every: int,
         warm_start: bool,
         windows_per_step: int,
-    ) -> tuple[BOSettings, tuple[int, ...]]:
+        exact_map: bool,
+    ) -> BOSettings:
         check_int(n_iter, "n_iter")
         check_choice(prior_mean, "prior_mean", ("center", "window"))
         check_nonnegative(kappa, "kappa")
         check_positive(noise, "noise")
         check_int(refit_every, "refit_every")
         check_int(windows_per_step, "windows_per_step")
-        spatial = tuple(x.shape[2:])
-        if x.dim() != 4:
-            raise ValueError(f"inputs must be (N, C, H, W) images, got shape {tuple(x.shape)}")
-        side = min(spatial)
-        if window_sizes is None:
-            half_sizes = tuple(
-                sorted({max(1, round(h * side / REFERENCE_SIZE)) for h in PUBLISHED_HALF_SIZES})
-            )
-        else:
-            if (
-                isinstance(window_sizes, int)
-                or not all(isinstance(h, int) and not isinstance(h, bool) for h in window_sizes)
-                or len(window_sizes) == 0
-            ):
-                raise TypeError(f"window_sizes must be a sequence of ints, got {window_sizes!r}")
-            half_sizes = tuple(sorted(set(window_sizes)))
-            if half_sizes[0] < 1:
-                raise ValueError(f"window_sizes must be >= 1 pixel, got {half_sizes[0]}")
-            if 2 * half_sizes[-1] > side:
-                raise ValueError(
-                    f"window_sizes: half-size {half_sizes[-1]} gives windows of "
-                    f"{2 * half_sizes[-1]} pixels, larger than the image "
-                    f"({spatial[0]}x{spatial[1]})"
-                )
-        if acquisition_stride is None:
-            stride = max(1, round(side / 56))
-        else:
-            stride = check_int(acquisition_stride, "acquisition_stride")
-        n_features = len(spatial) + 1
         lo, hi = (float(v) for v in lengthscale_bounds)
         if not 0 < lo <= hi:
             raise ValueError(
                 f"lengthscale_bounds must satisfy 0 < lower <= upper, got {lengthscale_bounds}"
             )
         for name, values in (("lengthscale", lengthscale), ("jitter", jitter)):
-            if values is not None and len(values) != n_features:
+            if values is not None and len(values) != space.n_features:
                 raise ValueError(
-                    f"{name} needs {n_features} values (rows, columns, size), got {len(values)}"
+                    f"{name} needs {space.n_features} values {feature_names(space)}, "
+                    f"got {len(values)}"
                 )
-        settings = BOSettings(
+        return BOSettings(
             n_iter=n_iter,
             kappa=float(kappa),
             lengthscale=lengthscale,
             lengthscale_bounds=(lo, hi),
             noise=float(noise),
             jitter=jitter,
-            acquisition_stride=(stride,) * len(spatial),
+            acquisition_stride=stride_for(space, acquisition_stride),
             refit_every=refit_every,
             warm_start=bool(warm_start),
             windows_per_step=windows_per_step,
             prior_mean=prior_mean,
+            exact_map=bool(exact_map),
         )
-        return settings, half_sizes
 
 
 class _WindowObjective:
@@ -429,11 +417,6 @@ class _WindowObjective:
         )
         delta = (scores[batch * q :] - scores[: batch * q]).view(batch, q)
         return torch.tanh(self.gain * delta.to(torch.float64) / 2)
-
-
-def _window_space(x: Tensor, half_sizes: tuple[int, ...]) -> WindowSpace:
-    unit = min(x.shape[2:]) / REFERENCE_SIZE
-    return WindowSpace(tuple(x.shape[2:]), [half_sizes], (0, 0), (unit, unit))
 
 
 def _cuda_devices(x: Tensor) -> list[int]:

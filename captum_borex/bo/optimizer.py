@@ -5,6 +5,7 @@ Free of Captum: it knows windows, a prior map and an objective that scores windo
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -13,7 +14,12 @@ import torch
 from torch import Tensor
 
 from captum_borex.bo.acquisition import best_index, centrality_penalty, upper_confidence_bound
-from captum_borex.bo.reconstruction import box_mean, lattice_to_full, windows_to_map
+from captum_borex.bo.reconstruction import (
+    average_over_sizes,
+    box_mean,
+    lattice_to_full,
+    windows_to_map,
+)
 from captum_borex.bo.surrogate import GridPosterior, as_lengthscale, fit_lengthscales, make_kernel
 from captum_borex.bo.windows import WindowGrid, WindowSpace
 
@@ -27,7 +33,9 @@ class BOSettings:
 
     Length scales, their bounds and the jitter are in GP units (see :class:`WindowSpace`);
     ``None`` means the published values: 12 for every centre feature, 10 for every size
-    feature, jitter 1 for centres and 0.5 for sizes.
+    feature, jitter 1 for centres and 0.5 for sizes. The map is rebuilt from the posterior
+    on the acquisition lattice, interpolated linearly; ``exact_map`` evaluates it on every
+    window instead (the published reconstruction; slower for large inputs).
     """
 
     n_iter: int = 50
@@ -41,6 +49,7 @@ class BOSettings:
     warm_start: bool = False
     windows_per_step: int = 1
     prior_mean: Literal["center", "window"] = "center"
+    exact_map: bool = False
 
 
 @dataclass
@@ -54,6 +63,8 @@ class BOResult:
         centres: ``(N, n, D)`` centre of every queried window.
         scores: ``(N, n)`` objective value of every queried window.
         lengthscale: ``(N, d)`` final length scales.
+        seconds: Wall time spent in the objective (building perturbed inputs, the model)
+            and in the optimiser itself (everything else).
     """
 
     mean_map: Tensor
@@ -62,6 +73,7 @@ class BOResult:
     centres: Tensor
     scores: Tensor
     lengthscale: Tensor = field(repr=False)
+    seconds: dict[str, float] = field(default_factory=dict)
 
 
 def prior_table(prior: Tensor, space: WindowSpace, how: str) -> Tensor:
@@ -135,10 +147,11 @@ def optimise(
     kernel = make_kernel(batch, start, settings.lengthscale_bounds)
     kernel.requires_grad_(False)
     posterior = GridPosterior(
-        kernel, settings.noise, grid.features, grid_prior, capacity=settings.n_iter * q
+        kernel, settings.noise, grid.features, grid_prior, settings.n_iter * q, grid.lattice
     )
     rows = torch.arange(batch, device=device)
     all_combos, all_centres, all_scores = [], [], []
+    started_at, objective_seconds = time.perf_counter(), 0.0
 
     for step in range(settings.n_iter):
         step_combos, step_centres = [], []
@@ -155,7 +168,9 @@ def optimise(
             step_centres.append(centres)
         combos = torch.stack(step_combos, 1)
         centres = torch.stack(step_centres, 1)
+        started = time.perf_counter()
         scores = objective(combos, centres).to(device=device, dtype=torch.float64)
+        objective_seconds += time.perf_counter() - started
         all_combos.append(combos)
         all_centres.append(centres)
         all_scores.append(scores)
@@ -173,24 +188,89 @@ def optimise(
         if on_step is not None:
             on_step()
 
-    lattice = space.axis_centres(stride)
-    lattice_shape = (batch, space.n_combos, *(len(c) for c in lattice))
-    axes = list(range(2, space.n_axes + 2))
-    correction = (posterior.mean - grid_prior).reshape(lattice_shape)
-    std = posterior.variance.sqrt().reshape(lattice_shape)
-    mean = table.reshape(batch, space.n_combos, *space.shape) + lattice_to_full(
-        correction, lattice, space.shape, axes
+    correction, std = _posterior_maps(
+        posterior, space, table, grid_prior, stride, settings.exact_map
     )
-    std = lattice_to_full(std, lattice, space.shape, axes)
+    if settings.prior_mean == "center":
+        prior_map = average_over_sizes(prior, space)
+    else:
+        prior_map = windows_to_map(table.reshape(batch, space.n_combos, *space.shape), space)
     combos = torch.cat(all_combos, 1)
     return BOResult(
-        mean_map=windows_to_map(mean, space),
+        mean_map=prior_map + windows_to_map(correction, space),
         std_map=windows_to_map(std, space),
         half_sizes=space.combos.to(device)[combos],
         centres=torch.cat(all_centres, 1),
         scores=torch.cat(all_scores, 1),
         lengthscale=kernel.lengthscale.detach().reshape(batch, d).clone(),
+        seconds={
+            "objective": objective_seconds,
+            "optimiser": time.perf_counter() - started_at - objective_seconds,
+        },
     )
+
+
+#: The map's lattice is at most this fraction of the smallest fitted length scale apart.
+MAP_STRIDE_PER_LENGTHSCALE = 0.75
+
+
+def map_stride(space: WindowSpace, lengthscale: Tensor, stride: tuple[int, ...]) -> tuple[int, ...]:
+    """Stride of the lattice the map is rebuilt from: the acquisition stride, made finer
+    where the fitted length scales are short, so that linear interpolation stays accurate.
+
+    Args:
+        space: The window space.
+        lengthscale: ``(N, d)`` fitted length scales (GP units).
+        stride: The acquisition stride per axis.
+    """
+    shortest = lengthscale[:, : space.n_axes].amin(0).tolist()
+    out = []
+    for axis, step in enumerate(stride):
+        pixels = shortest[axis] * space.pixels_per_unit[axis] * MAP_STRIDE_PER_LENGTHSCALE
+        out.append(max(1, min(step, int(pixels))))
+    return tuple(out)
+
+
+def _posterior_maps(
+    posterior: GridPosterior,
+    space: WindowSpace,
+    table: Tensor,
+    grid_prior: Tensor,
+    stride: tuple[int, ...],
+    exact: bool,
+) -> tuple[Tensor, Tensor]:
+    """The GP's correction to the prior mean and its standard deviation at every window,
+    ``(N, S, *shape)`` each.
+
+    Both come from a lattice -- the acquisition lattice, a finer one for an image whose length
+    scales are short (see :func:`map_stride`), or every window when ``exact`` -- and are
+    interpolated linearly. Each image's lattice depends on its own length scales only.
+    """
+    batch = table.shape[0]
+    lengthscale = posterior.kernel.lengthscale.detach().reshape(batch, -1)
+    axes = list(range(1, space.n_axes + 1))
+    corrections, stds = [], []
+    for row in range(batch):
+        step = (
+            (1,) * space.n_axes if exact else map_stride(space, lengthscale[row : row + 1], stride)
+        )
+        if step == stride:
+            correction = posterior.mean[row] - grid_prior[row]
+            variance = posterior.variance[row]
+        else:
+            grid = space.grid(step, device=table.device)
+            prior = table[row, _flat_index(space, grid.combos, grid.centres)]
+            mean, variance = posterior.predict_lattice(grid.lattice, prior, row)
+            correction = mean - prior
+        positions = space.axis_centres(step)
+        lattice_shape = (space.n_combos, *(len(c) for c in positions))
+        corrections.append(
+            lattice_to_full(correction.reshape(lattice_shape), positions, space.shape, axes)
+        )
+        stds.append(
+            lattice_to_full(variance.sqrt().reshape(lattice_shape), positions, space.shape, axes)
+        )
+    return torch.stack(corrections), torch.stack(stds)
 
 
 def _first_window(table: Tensor, space: WindowSpace, device: torch.device) -> tuple[Tensor, Tensor]:

@@ -29,12 +29,30 @@ def box_mean(values: Tensor, half_widths: Sequence[int], axes: Sequence[int]) ->
     for half, axis in zip(half_widths, axes):
         length = out.shape[axis]
         moved = out.movedim(axis, -1)
-        sums = torch.nn.functional.pad(moved.cumsum(-1), (1, 0))
+        # Running sums padded so that every window's ends are plain slices: zeros before
+        # the start, the total after the end.
+        sums = moved.cumsum(-1)
+        before = sums.new_zeros(*sums.shape[:-1], half + 1)
+        after = sums[..., -1:].expand(*sums.shape[:-1], half)
+        padded = torch.cat([before, sums, after], -1)
+        window_sums = padded[..., 2 * half + 1 :] - padded[..., :length]
         position = torch.arange(length, device=values.device)
-        hi = (position + half + 1).clamp(max=length)
-        lo = (position - half).clamp(min=0)
-        window_sums = sums.index_select(-1, hi) - sums.index_select(-1, lo)
-        out = (window_sums / (hi - lo).to(values.dtype)).movedim(-1, axis)
+        counts = (position + half + 1).clamp(max=length) - (position - half).clamp(min=0)
+        out = (window_sums / counts.to(values.dtype)).movedim(-1, axis)
+    return out
+
+
+def average_over_sizes(values: Tensor, space: WindowSpace) -> Tensor:
+    """The rebuilt map of a window value that depends on the centre only, ``(N, *shape)``.
+
+    Equal to :func:`windows_to_map` of ``values`` repeated over every window size, but the
+    average over sizes factors into one average per size group (rows and columns share
+    one; time has its own), so it takes a few box filters instead of one chain per size.
+    """
+    out = values
+    for group, sizes in enumerate(space.half_sizes):
+        axes = [a + 1 for a, g in enumerate(space.axis_groups) if g == group]
+        out = torch.stack([box_mean(out, [h] * len(axes), axes) for h in sizes]).mean(0)
     return out
 
 

@@ -10,6 +10,7 @@ materialises the full test covariance or costs seconds per step (see ``benchmark
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
 
@@ -20,6 +21,8 @@ from botorch.fit import fit_gpytorch_mll
 from botorch.models import SingleTaskGP
 from gpytorch.mlls import ExactMarginalLogLikelihood
 from torch import Tensor
+
+from captum_borex.bo.windows import Lattice
 
 
 def make_kernel(
@@ -43,6 +46,35 @@ def make_kernel(
     ).to(device=lengthscale.device, dtype=torch.float64)
     kernel.lengthscale = lengthscale.to(torch.float64).expand(batch_size, d).unsqueeze(-2)
     return kernel
+
+
+def lattice_covariance(lengthscale: Tensor, x: Tensor, lattice: Lattice) -> Tensor:
+    """Matérn-3/2 covariance of windows ``x (N, q, d)`` with every window of a lattice.
+
+    Equal to ``MaternKernel.forward(x, lattice features)`` with length scales
+    ``lengthscale (N, 1, d)``, but built axis by axis: the squared scaled distance is a sum
+    of per-axis terms, so it costs one broadcast addition instead of a distance computation
+    over ``m x d`` features (about 5 times faster at 224x224).
+
+    Returns:
+        ``(N, q, m)``, lattice windows in grid order (size-major, then row-major centres).
+    """
+    n_axes = len(lattice.axis_features)
+    sizes = lattice.size_features  # (S, G)
+    scaled = x / lengthscale
+    size_terms = (
+        (scaled[..., None, n_axes:] - (sizes / lengthscale[..., n_axes:]).unsqueeze(-3))
+        .pow(2)
+        .sum(-1)
+    )  # (N, q, S)
+    total = size_terms.view(*size_terms.shape, *([1] * n_axes))
+    for axis, positions in enumerate(lattice.axis_features):
+        term = (scaled[..., axis, None] - positions / lengthscale[..., axis : axis + 1]).pow(2)
+        view = [*term.shape[:-1], 1] + [1] * n_axes
+        view[3 + axis] = positions.shape[0]
+        total = total + term.view(view)
+    distance = total.flatten(2).sqrt_().mul_(math.sqrt(3.0))
+    return distance.neg().exp_().mul_(distance.add_(1.0))
 
 
 def fit_lengthscales(
@@ -103,6 +135,7 @@ class GridPosterior:
         grid_features: ``(m, d)`` features of the grid windows.
         grid_prior: ``(N, m)`` prior mean at the grid windows.
         capacity: Largest number of observations that will be added.
+        lattice: The grid in product form (see :class:`Lattice`), for faster covariances.
     """
 
     def __init__(
@@ -112,8 +145,10 @@ class GridPosterior:
         grid_features: Tensor,
         grid_prior: Tensor,
         capacity: int,
+        lattice: Lattice | None = None,
     ) -> None:
         self.kernel = kernel
+        self.lattice = lattice
         self.noise = noise
         self.grid_features = grid_features
         self.grid_prior = grid_prior
@@ -136,6 +171,12 @@ class GridPosterior:
         with torch.no_grad():
             return self.kernel.forward(a, b)
 
+    def _cov_grid(self, x: Tensor) -> Tensor:
+        with torch.no_grad():
+            if self.lattice is not None:
+                return lattice_covariance(self.kernel.lengthscale, x, self.lattice)
+            return self.kernel.forward(x, self.grid_features.expand(x.shape[0], -1, -1))
+
     def extend(self, x: Tensor) -> None:
         """Add windows ``x (N, q, d)`` whose residuals are not known yet."""
         n, q = self.n, x.shape[1]
@@ -144,8 +185,7 @@ class GridPosterior:
         L21t = torch.linalg.solve_triangular(L11, k_old_new, upper=False)  # (N, n, q)
         k_new = self._cov(x, x) + self.noise * torch.eye(q, dtype=x.dtype, device=x.device)
         L22 = torch.linalg.cholesky(k_new - L21t.transpose(-1, -2) @ L21t)
-        grid = self.grid_features.expand(x.shape[0], -1, -1)
-        k_new_grid = self._cov(x, grid)  # (N, q, m)
+        k_new_grid = self._cov_grid(x)  # (N, q, m)
         V2 = torch.linalg.solve_triangular(
             L22, k_new_grid - L21t.transpose(-1, -2) @ self._V[:, :n], upper=False
         )
@@ -187,8 +227,11 @@ class GridPosterior:
         self._L[:, :n, :n] = L
         self._w[:, :n] = w
         if update_grid:
-            grid = self.grid_features.expand(x.shape[0], -1, -1)
-            V = torch.linalg.solve_triangular(L, self._cov(x, grid), upper=False)
+            # Multiplying by the explicit inverse of the small factor is several times
+            # faster than a triangular solve with m right-hand sides, and as accurate here
+            # (the noise bounds the condition number).
+            eye = torch.eye(n, dtype=L.dtype, device=L.device)
+            V = torch.linalg.solve_triangular(L, eye, upper=False) @ self._cov_grid(x)
             self._V[:, :n] = V
             self.mean = self.grid_prior.to(torch.float64) + (w.unsqueeze(1) @ V).squeeze(1)
             self.variance = (1.0 - (V * V).sum(1)).clamp_(min=0.0)
@@ -205,18 +248,26 @@ class GridPosterior:
         variance = (1.0 - (v * v).sum(1)).clamp_(min=0.0)
         return mean, variance
 
-    def predict_chunked(
-        self, x: Tensor, prior: Tensor, chunk: int = 65536
-    ) -> tuple[Tensor, Tensor]:
-        """:meth:`predict` for windows shared by all images, ``x (k, d)``, in chunks."""
-        means, variances = [], []
-        batch = prior.shape[0]
-        for start in range(0, x.shape[0], chunk):
-            part = x[start : start + chunk].expand(batch, -1, -1)
-            mean, variance = self.predict(part, prior[:, start : start + chunk])
-            means.append(mean)
-            variances.append(variance)
-        return torch.cat(means, 1), torch.cat(variances, 1)
+    def predict_lattice(self, lattice: Lattice, prior: Tensor, row: int) -> tuple[Tensor, Tensor]:
+        """Posterior mean and variance ``(m,)`` of image ``row`` at every window of ``lattice``.
+
+        Valid after :meth:`refactor`.
+
+        Args:
+            lattice: The windows, in product form.
+            prior: ``(m,)`` the image's prior mean at those windows.
+            row: Which image of the batch.
+        """
+        n = self.n
+        eye = torch.eye(n, dtype=torch.float64, device=prior.device)
+        with torch.no_grad():
+            inverse = torch.linalg.solve_triangular(self._L[row, :n, :n], eye, upper=False)
+            lengthscale = self.kernel.lengthscale[row : row + 1]
+            cov = lattice_covariance(lengthscale, self._x[row : row + 1, :n], lattice)[0]
+            v = inverse @ cov
+            mean = prior.to(torch.float64) + self._w[row, :n] @ v
+            variance = (1.0 - (v * v).sum(0)).clamp_(min=0.0)
+        return mean, variance
 
 
 def as_lengthscale(values: Sequence[float] | Tensor, d: int, device: torch.device) -> Tensor:

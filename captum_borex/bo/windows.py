@@ -11,6 +11,19 @@ from torch import Tensor
 
 
 @dataclass(frozen=True)
+class Lattice:
+    """GP features of a product grid: every size at every combination of axis positions.
+
+    Attributes:
+        axis_features: For each axis, ``(L_i,)`` float64 centre features of its positions.
+        size_features: ``(S, G)`` float64 half-size features of each window size.
+    """
+
+    axis_features: list[Tensor]
+    size_features: Tensor
+
+
+@dataclass(frozen=True)
 class WindowGrid:
     """A set of windows of one :class:`WindowSpace`, as indices and GP features.
 
@@ -19,11 +32,15 @@ class WindowGrid:
         centres: ``(m, D)`` integer centre of each window, one column per axis.
         features: ``(m, D + G)`` float64 GP features (centres, then half-sizes per
             size group, in GP units).
+        lattice: The same features in product form, when the grid is a full lattice
+            (size-major, then centres in row-major order); lets covariances be computed
+            axis by axis.
     """
 
     combos: Tensor
     centres: Tensor
     features: Tensor
+    lattice: Lattice | None = None
 
     def __len__(self) -> int:
         return self.combos.shape[0]
@@ -115,7 +132,14 @@ class WindowSpace:
         n_centres = mesh.shape[0]
         combos = torch.arange(self.n_combos, device=device).repeat_interleave(n_centres)
         centres = mesh.repeat(self.n_combos, 1)
-        return WindowGrid(combos, centres, self.features(combos, centres))
+        lattice = Lattice(
+            axis_features=[a.to(torch.float64) / u for a, u in zip(axes, self.pixels_per_unit)],
+            size_features=self.features(
+                torch.arange(self.n_combos, device=device),
+                torch.zeros(self.n_combos, self.n_axes, dtype=torch.long, device=device),
+            )[:, self.n_axes :],
+        )
+        return WindowGrid(combos, centres, self.features(combos, centres), lattice)
 
     def neighbourhood(self, combos: Tensor, centres: Tensor, radius: Sequence[int]) -> WindowGrid:
         """Windows of the same size whose centres lie within ``radius`` of the given ones.
