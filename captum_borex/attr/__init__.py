@@ -1,6 +1,7 @@
 """Captum-facing attribution methods."""
 
 from captum_borex.attr.borex import BOREx, BORExDetails
+from captum_borex.attr.cameras import CAMERAS
 from captum_borex.attr.rise import RISE
 
-__all__ = ["BOREx", "BORExDetails", "RISE"]
+__all__ = ["BOREx", "BORExDetails", "CAMERAS", "RISE"]
