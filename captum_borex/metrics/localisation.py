@@ -12,7 +12,7 @@ def _maps_and_masks(attributions: Tensor, masks: Tensor) -> tuple[Tensor, Tensor
         attributions = attributions[0]
     if not isinstance(attributions, Tensor) or not isinstance(masks, Tensor):
         raise TypeError("attributions and masks must be tensors")
-    if masks.dim() == attributions.dim() and masks.shape[1] == 1:
+    if masks.dim() >= 3 and masks.shape[1] == 1 and masks.dim() >= attributions.dim():
         masks = masks[:, 0]
     if attributions.dim() == masks.dim() + 1:
         attributions = attributions.sum(1)
