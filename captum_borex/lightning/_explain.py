@@ -1,0 +1,217 @@
+"""Explaining a batch from inside a Trainer without disturbing it, shared by the callbacks."""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import random
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from captum_borex.attr.borex import BOREx, BORExDetails
+
+#: Turns a batch into ``(inputs, labels or None)``.
+BatchToInputs = Callable[[Any], tuple[Tensor, Tensor | None]]
+#: Builds the prior from the LightningModule: a Captum attribution (or None for a flat prior).
+PriorFactory = Callable[[nn.Module], Any]
+TargetMode = Literal["label", "prediction"]
+TARGET_MODES = ("label", "prediction")
+
+#: ``BOREx.attribute`` arguments the callbacks set themselves.
+_RESERVED = ("self", "inputs", "target", "return_details")
+
+
+def default_batch_to_inputs(batch: Any) -> tuple[Tensor, Tensor | None]:
+    """``(batch[0], batch[1])`` for tuples and lists, ``(batch, None)`` for a tensor.
+
+    The second element is taken as labels only if it is a tensor; a 1-element tuple or list
+    gives ``(batch[0], None)``.
+
+    Raises:
+        TypeError: the batch is none of these (pass ``batch_to_inputs``).
+    """
+    if isinstance(batch, Tensor):
+        return batch, None
+    if isinstance(batch, (tuple, list)) and len(batch) > 0 and isinstance(batch[0], Tensor):
+        labels = batch[1] if len(batch) > 1 and isinstance(batch[1], Tensor) else None
+        return batch[0], labels
+    raise TypeError(
+        "cannot find the inputs in a batch of type "
+        f"{type(batch).__name__}; pass batch_to_inputs=lambda batch: (inputs, labels_or_None)"
+    )
+
+
+def split_batch(batch_to_inputs: BatchToInputs, batch: Any) -> tuple[Tensor, Tensor | None]:
+    """Apply ``batch_to_inputs`` and check what it returns."""
+    out = batch_to_inputs(batch)
+    if not (isinstance(out, (tuple, list)) and len(out) == 2):
+        raise TypeError(
+            f"batch_to_inputs must return a pair (inputs, labels or None), got {type(out).__name__}"
+        )
+    inputs, labels = out
+    if not isinstance(inputs, Tensor) or inputs.dim() < 2:
+        raise TypeError(
+            f"batch_to_inputs must return a batch tensor of inputs first, got {_describe(inputs)}"
+        )
+    if labels is not None:
+        if not isinstance(labels, Tensor):
+            raise TypeError(
+                f"batch_to_inputs must return labels as a tensor or None, got {_describe(labels)}"
+            )
+        if labels.dim() != 1 or labels.shape[0] != inputs.shape[0] or labels.is_floating_point():
+            raise ValueError(
+                "labels must hold one integer class index per input, shape "
+                f"({inputs.shape[0]},), got {_describe(labels)}; pass batch_to_inputs that "
+                "returns (inputs, None) to explain the model's prediction instead"
+            )
+    return inputs, labels
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, Tensor):
+        return f"a {value.dtype} tensor of shape {tuple(value.shape)}"
+    return type(value).__name__
+
+
+def check_options(
+    prior: Any,
+    target: Any,
+    batch_to_inputs: Any,
+    borex_kwargs: Any,
+) -> dict[str, Any]:
+    """Check the arguments both callbacks share; returns a copy of ``borex_kwargs``."""
+    if prior is not None and not callable(prior):
+        hint = (
+            " (wrap it: prior=lambda module: LayerGradCam(module, module.layer))"
+            if hasattr(prior, "attribute")
+            else ""
+        )
+        raise TypeError(
+            "prior must be None or a callable taking the LightningModule and returning a "
+            f"Captum attribution, got {type(prior).__name__}{hint}"
+        )
+    if target not in TARGET_MODES:
+        raise ValueError(f"target must be one of {TARGET_MODES}, got {target!r}")
+    if batch_to_inputs is not None and not callable(batch_to_inputs):
+        raise TypeError(
+            f"batch_to_inputs must be callable or None, got {type(batch_to_inputs).__name__}"
+        )
+    if borex_kwargs is None:
+        return {}
+    if not isinstance(borex_kwargs, dict):
+        raise TypeError(f"borex_kwargs must be a dict or None, got {type(borex_kwargs).__name__}")
+    allowed = set(inspect.signature(BOREx.attribute).parameters) - set(_RESERVED)
+    for key in borex_kwargs:
+        if key in _RESERVED:
+            raise ValueError(f"borex_kwargs must not set {key!r}: the callback sets it")
+        if key not in allowed:
+            raise TypeError(
+                f"unknown BOREx.attribute argument {key!r} in borex_kwargs "
+                f"(known: {', '.join(sorted(allowed))})"
+            )
+    return dict(borex_kwargs)
+
+
+def check_window_sizes(window_sizes: Any) -> tuple[int, ...] | None:
+    """None, or a non-empty sequence of positive ints, as a tuple."""
+    if window_sizes is None:
+        return None
+    if (
+        isinstance(window_sizes, (int, str))
+        or not isinstance(window_sizes, Sequence)
+        or len(window_sizes) == 0
+        or not all(isinstance(h, int) and not isinstance(h, bool) for h in window_sizes)
+    ):
+        raise TypeError(f"window_sizes must be None or a sequence of ints, got {window_sizes!r}")
+    if min(window_sizes) < 1:
+        raise ValueError(f"window_sizes must be >= 1 pixel, got {tuple(window_sizes)}")
+    return tuple(window_sizes)
+
+
+@contextlib.contextmanager
+def undisturbed(trainer: Any, module: nn.Module, seed: int | None) -> Iterator[None]:
+    """Run code on ``module`` without changing the training that surrounds it.
+
+    Forks every random number generator training might use (torch's CPU generator and the
+    module's CUDA device, Python's and NumPy's) and seeds torch with ``seed`` (unless None);
+    leaves inference mode (tensors created inside are ordinary tensors, so gradient priors
+    work under ``trainer.validate`` / ``test`` / ``predict``); disables gradients (priors
+    and the GP fit enable them where they need them); puts the module in eval mode and
+    restores every submodule's mode on exit; enters the Trainer's precision context.
+    """
+    device = _module_device(module)
+    cuda = [device.index if device.index is not None else 0] if device.type == "cuda" else []
+    python_state = random.getstate()
+    numpy_state = np.random.get_state()
+    modes = [(m, m.training) for m in module.modules()]
+    precision = getattr(trainer, "precision_plugin", None)
+    forward_context = (
+        precision.forward_context() if precision is not None else contextlib.nullcontext()
+    )
+    try:
+        with (
+            torch.random.fork_rng(devices=cuda),
+            torch.inference_mode(False),
+            torch.no_grad(),
+        ):
+            if seed is not None:
+                torch.manual_seed(seed)
+            module.eval()
+            with forward_context:
+                yield
+    finally:
+        for m, training in modes:
+            m.training = training
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+
+
+def _module_device(module: nn.Module) -> torch.device:
+    device = getattr(module, "device", None)
+    if isinstance(device, torch.device):
+        return device
+    for tensor in module.parameters():
+        return tensor.device
+    return torch.device("cpu")
+
+
+def to_module_input(trainer: Any, module: nn.Module, inputs: Tensor) -> Tensor:
+    """``inputs`` as an ordinary tensor on the module's device, in the Trainer's precision.
+
+    Call inside :func:`undisturbed` (out of inference mode).
+    """
+    x = inputs.detach().to(_module_device(module))
+    precision = getattr(trainer, "precision_plugin", None)
+    if precision is not None:
+        x = precision.convert_input(x)
+    return x.clone() if x.is_inference() or x is inputs else x
+
+
+def explain(
+    module: nn.Module,
+    inputs: Tensor,
+    labels: Tensor | None,
+    prior: PriorFactory | None,
+    target: TargetMode,
+    borex_kwargs: dict[str, Any],
+) -> tuple[BORExDetails, Tensor]:
+    """Refine the prior's maps of ``inputs`` with BOREx; call inside :func:`undisturbed`.
+
+    Returns:
+        The BOREx details and the targets explained: ``labels`` when ``target="label"``
+        and the batch has them, else the model's predicted class.
+    """
+    if target == "label" and labels is not None:
+        # A copy: batches fetched under inference mode hold inference tensors.
+        targets = labels.detach().to(device=inputs.device, dtype=torch.long).clone()
+    else:
+        targets = module(inputs).argmax(1)
+    attribution = prior(module) if prior is not None else None
+    details = BOREx(module, prior=attribution).attribute(
+        inputs, target=targets, return_details=True, **borex_kwargs
+    )
+    return details, targets
