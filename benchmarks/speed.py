@@ -80,7 +80,13 @@ def optimiser_table(n_images: int, n_reference: int) -> None:
         + quality(model, images[:n_reference], ref)
         + ["-"]
     )
-    published = dict(refit_every=1, warm_start=False, acquisition_stride=1)
+    published = dict(
+        refit_every=1,
+        warm_start=False,
+        acquisition_stride=1,
+        prior_fit="fixed",
+        map_prior="smoothed",
+    )
     settings = [
         ("BOREx, published settings", published, n_reference),
         (

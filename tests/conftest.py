@@ -22,25 +22,35 @@ def shapes_val() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return make_shapes(64, seed=1)
 
 
-@pytest.fixture(scope="session")
-def trained_cnn() -> SmallCNN:
-    """A SmallCNN trained on 1500 synthetic images (100% validation accuracy)."""
-    images, labels, _ = make_shapes(1500, seed=0)
+def _trained(model_class: type, data: tuple, **train_kwargs: object) -> torch.nn.Module:
+    """A model built from a fixed seed, trained, frozen (the global RNG is left alone)."""
+    inputs, labels, _ = data
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        model = SmallCNN(width=16)
-    model = train_classifier(model, images, labels, epochs=6, seed=0)
+        model = model_class(width=train_kwargs.pop("width"))
+    model = train_classifier(model, inputs, labels, seed=0, **train_kwargs)
     model.requires_grad_(False)
     return model
 
 
+def _usable(model: torch.nn.Module):
+    """The model in eval mode with gradients enabled for one test, frozen again after."""
+    model.eval()
+    model.requires_grad_(True)
+    yield model
+    model.requires_grad_(False)
+
+
+@pytest.fixture(scope="session")
+def trained_cnn() -> SmallCNN:
+    """A SmallCNN trained on 1500 synthetic images (100% validation accuracy)."""
+    return _trained(SmallCNN, make_shapes(1500, seed=0), width=16, epochs=6)
+
+
 @pytest.fixture
 def cnn(trained_cnn: SmallCNN) -> SmallCNN:
-    """The trained CNN, guaranteed in eval mode with gradients enabled for this test."""
-    trained_cnn.eval()
-    trained_cnn.requires_grad_(True)
-    yield trained_cnn
-    trained_cnn.requires_grad_(False)
+    """The trained CNN, in eval mode with gradients enabled for this test."""
+    yield from _usable(trained_cnn)
 
 
 CLIP_KW = dict(size=24, object_size=6)
@@ -55,19 +65,11 @@ def clips_val() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 @pytest.fixture(scope="session")
 def trained_cnn3d() -> SmallCNN3d:
     """A SmallCNN3d trained on 400 synthetic clips (the object shows in 3 of 8 frames)."""
-    clips, labels, _ = make_clips(400, seed=0, **CLIP_KW)
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        model = SmallCNN3d(width=8)
-    model = train_classifier(model, clips, labels, epochs=6, batch_size=32, seed=0)
-    model.requires_grad_(False)
-    return model
+    data = make_clips(400, seed=0, **CLIP_KW)
+    return _trained(SmallCNN3d, data, width=8, epochs=6, batch_size=32)
 
 
 @pytest.fixture
 def cnn3d(trained_cnn3d: SmallCNN3d) -> SmallCNN3d:
     """The trained clip model, in eval mode with gradients enabled for this test."""
-    trained_cnn3d.eval()
-    trained_cnn3d.requires_grad_(True)
-    yield trained_cnn3d
-    trained_cnn3d.requires_grad_(False)
+    yield from _usable(trained_cnn3d)

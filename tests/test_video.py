@@ -193,8 +193,13 @@ def test_callback_logs_clips_as_frame_strips(tmp_path, clips_val):
     callback = BORExCallback(num_samples=2, n_iter=3, window_sizes=[3, 5])
     logger = pl.loggers.CSVLogger(str(tmp_path), name="clips")
     trainer = pl.Trainer(
-        accelerator="cpu", max_epochs=1, logger=logger, callbacks=[callback],
-        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+        accelerator="cpu",
+        max_epochs=1,
+        logger=logger,
+        callbacks=[callback],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
     )
     trainer.fit(ClipModule(), loader, loader)
     png = Path(trainer.log_dir) / "borex" / "epoch_000.png"

@@ -150,6 +150,9 @@ class BOREx(PerturbationAttribution):
         windows_per_step: int = 1,
         exact_map: bool = False,
         internal_batch_size: int | None = None,
+        prior_fit: Literal["fixed", "affine"] = "affine",
+        prior_fit_strength: float = 1.0,
+        map_prior: Literal["smoothed", "sharp"] = "sharp",
     ) -> Tensor | tuple[Tensor, ...] | BORExDetails:
         r"""Refine the prior's map of every input by ``n_iter`` rounds of window queries.
 
@@ -221,6 +224,21 @@ class BOREx(PerturbationAttribution):
                 Default: False
             internal_batch_size: Largest batch passed to the model at once; None passes
                 every query of a round together (2 * N * windows_per_step). Default: None
+            prior_fit: The GP's prior mean of a window: the normalised prior ("fixed",
+                published) or ``a + b * prior`` with the offset ``a`` and slope ``b >= 0``
+                refitted to each image's observations after every round ("affine"), so
+                that a prior of the wrong scale neither swamps the observations nor is
+                swamped by them. Default: "affine"
+            prior_fit_strength: With ``prior_fit="affine"``, how many observations' weight
+                pulls ``(a, b)`` towards the published ``(0, 1)``. Default: 1.0
+            map_prior: The prior's part of the map: box-averaged over windows like the
+                GP's correction ("smoothed", published) or the (fitted) prior map itself
+                ("sharp"), so a detailed prior keeps its detail where the observations do
+                not change it. Default: "sharp"
+
+            ``prior_fit="fixed", map_prior="smoothed"`` is the published algorithm; the
+            defaults keep a strong prior from being degraded and a weak one from dominating
+            (``benchmarks/quality.py`` measures both).
 
         Returns:
             Tensor or tuple of one tensor, shaped like the inputs: the refined map,
@@ -247,6 +265,9 @@ class BOREx(PerturbationAttribution):
             warm_start,
             windows_per_step,
             exact_map,
+            prior_fit,
+            prior_fit_strength,
+            map_prior,
         )
         prior_scale = check_positive(prior_scale, "prior_scale")
         gain = check_positive(gain, "gain")
@@ -339,9 +360,15 @@ class BOREx(PerturbationAttribution):
         warm_start: bool,
         windows_per_step: int,
         exact_map: bool,
+        prior_fit: str,
+        prior_fit_strength: float,
+        map_prior: str,
     ) -> BOSettings:
         check_int(n_iter, "n_iter")
         check_choice(prior_mean, "prior_mean", ("center", "window"))
+        check_choice(prior_fit, "prior_fit", ("fixed", "affine"))
+        check_choice(map_prior, "map_prior", ("smoothed", "sharp"))
+        check_positive(prior_fit_strength, "prior_fit_strength")
         check_nonnegative(kappa, "kappa")
         check_positive(noise, "noise")
         check_int(refit_every, "refit_every")
@@ -370,6 +397,9 @@ class BOREx(PerturbationAttribution):
             windows_per_step=windows_per_step,
             prior_mean=prior_mean,
             exact_map=bool(exact_map),
+            prior_fit=prior_fit,
+            prior_fit_strength=float(prior_fit_strength),
+            map_prior=map_prior,
         )
 
 

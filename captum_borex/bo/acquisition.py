@@ -32,5 +32,11 @@ def centrality_penalty(centres: Tensor, shape: tuple[int, ...]) -> Tensor:
 
 
 def best_index(values: Tensor, penalty: Tensor) -> Tensor:
-    """Index of the best value in each row of ``values (N, m)``, ties broken by ``penalty``."""
-    return (values - penalty).argmax(-1)
+    """Index of the best value in each row of ``values (N, m)``, ties broken by ``penalty``.
+
+    Values are rounded to a hundredth of :data:`TIE_TOLERANCE` first, so that windows tied
+    in exact arithmetic (mirror-image positions) stay tied whatever the rounding of the
+    batched linear algebra, and an image's choice does not depend on its batch.
+    """
+    quantum = TIE_TOLERANCE / 100
+    return (torch.round(values / quantum) * quantum - penalty).argmax(-1)

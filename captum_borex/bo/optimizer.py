@@ -29,13 +29,20 @@ Objective = Callable[[Tensor, Tensor], Tensor]
 
 @dataclass(frozen=True)
 class BOSettings:
-    """Hyperparameters of the BOREx optimiser; defaults follow the published method.
+    """Hyperparameters of the BOREx optimiser; defaults follow the published method except
+    for ``prior_fit`` and ``map_prior`` (published: ``"fixed"`` and ``"smoothed"``).
 
     Length scales, their bounds and the jitter are in GP units (see :class:`WindowSpace`);
     ``None`` means the published values: 12 for every centre feature, 10 for every size
     feature, jitter 1 for centres and 0.5 for sizes. The map is rebuilt from the posterior
     on the acquisition lattice, interpolated linearly; ``exact_map`` evaluates it on every
     window instead (the published reconstruction; slower for large inputs).
+
+    ``prior_fit="affine"`` makes the GP's prior mean ``a + b * prior`` with ``(a, b)`` fitted
+    to each image's observations by ridge regression towards the published ``(0, 1)`` (the
+    ridge weighs as much as ``prior_fit_strength`` observations, ``b`` is kept >= 0);
+    ``map_prior="sharp"`` rebuilds the map as the (fitted) prior itself plus the rebuilt
+    correction, where the published map box-averages the prior as well.
     """
 
     n_iter: int = 50
@@ -50,6 +57,9 @@ class BOSettings:
     windows_per_step: int = 1
     prior_mean: Literal["center", "window"] = "center"
     exact_map: bool = False
+    prior_fit: Literal["fixed", "affine"] = "affine"
+    prior_fit_strength: float = 1.0
+    map_prior: Literal["smoothed", "sharp"] = "sharp"
 
 
 @dataclass
@@ -127,11 +137,14 @@ def optimise(
     d = space.n_features
     q = settings.windows_per_step
     prior = prior.to(torch.float64)
-    table = prior_table(prior, space, settings.prior_mean).reshape(batch, -1)
+    raw_table = prior_table(prior, space, settings.prior_mean).reshape(batch, -1)
+    coef = _published_coefficients(batch, device)
+    table = _calibrated(raw_table, coef)
 
     stride = tuple(settings.acquisition_stride or (1,) * space.n_axes)
     grid = space.grid(stride, device=device)
-    grid_prior = table[:, _flat_index(space, grid.combos, grid.centres)]
+    grid_index = _flat_index(space, grid.combos, grid.centres)
+    grid_prior = table[:, grid_index]
     grid_penalty = centrality_penalty(grid.centres, space.shape)
     radius = [s - 1 for s in stride]
 
@@ -150,14 +163,15 @@ def optimise(
         kernel, settings.noise, grid.features, grid_prior, settings.n_iter * q, grid.lattice
     )
     rows = torch.arange(batch, device=device)
-    all_combos, all_centres, all_scores = [], [], []
+    all_combos, all_centres, all_scores, all_raw = [], [], [], []
+    prior_power = raw_table.pow(2).mean(1)
     started_at, objective_seconds = time.perf_counter(), 0.0
 
     for step in range(settings.n_iter):
         step_combos, step_centres = [], []
         for j in range(q):
             if step == 0 and j == 0:
-                combos, centres = _first_window(table, space, device)
+                combos, centres = _first_window(raw_table, space, device)
             else:
                 combos, centres = _acquire(
                     posterior, grid, grid_penalty, table, space, radius, settings.kappa, rows
@@ -174,11 +188,21 @@ def optimise(
         all_combos.append(combos)
         all_centres.append(centres)
         all_scores.append(scores)
-        observed_prior = table.gather(1, _flat_index(space, combos, centres))
-        residuals = torch.cat(
-            [posterior.residuals[:, : posterior.n - q], scores - observed_prior], 1
-        )
-        posterior.set_residuals(residuals)
+        all_raw.append(raw_table.gather(1, _flat_index(space, combos, centres)))
+        observed, observed_raw = torch.cat(all_scores, 1), torch.cat(all_raw, 1)
+        if settings.prior_fit == "affine":
+            coef = fit_prior_coefficients(
+                observed_raw, observed, prior_power, settings.prior_fit_strength
+            )
+            table = _calibrated(raw_table, coef)
+            residuals = observed - _calibrated(observed_raw, coef)
+            posterior.set_residuals(residuals, table[:, grid_index])
+        else:
+            observed_prior = table.gather(1, _flat_index(space, combos, centres))
+            residuals = torch.cat(
+                [posterior.residuals[:, : posterior.n - q], scores - observed_prior], 1
+            )
+            posterior.set_residuals(residuals)
         last = step == settings.n_iter - 1
         if last or (step + 1) % settings.refit_every == 0:
             if not settings.warm_start:
@@ -189,15 +213,12 @@ def optimise(
             on_step()
 
     correction, std = _posterior_maps(
-        posterior, space, table, grid_prior, stride, settings.exact_map
+        posterior, space, table, table[:, grid_index], stride, settings.exact_map
     )
-    if settings.prior_mean == "center":
-        prior_map = average_over_sizes(prior, space)
-    else:
-        prior_map = windows_to_map(table.reshape(batch, space.n_combos, *space.shape), space)
     combos = torch.cat(all_combos, 1)
     return BOResult(
-        mean_map=prior_map + windows_to_map(correction, space),
+        mean_map=_prior_map(prior, raw_table, coef, space, settings)
+        + windows_to_map(correction, space),
         std_map=windows_to_map(std, space),
         half_sizes=space.combos.to(device)[combos],
         centres=torch.cat(all_centres, 1),
@@ -208,6 +229,70 @@ def optimise(
             "optimiser": time.perf_counter() - started_at - objective_seconds,
         },
     )
+
+
+def _published_coefficients(batch: int, device: torch.device) -> Tensor:
+    """``(N, 2)`` offset 0 and slope 1: the prior mean is the prior itself."""
+    coef = torch.zeros(batch, 2, dtype=torch.float64, device=device)
+    coef[:, 1] = 1.0
+    return coef
+
+
+def _calibrated(values: Tensor, coef: Tensor) -> Tensor:
+    """``a + b * values`` per image, for ``values (N, ...)`` and ``coef (N, 2)``."""
+    shape = (-1,) + (1,) * (values.dim() - 1)
+    return coef[:, 0].view(shape) + coef[:, 1].view(shape) * values
+
+
+def fit_prior_coefficients(
+    prior: Tensor, scores: Tensor, prior_power: Tensor, strength: float
+) -> Tensor:
+    r"""Offset and slope ``(a, b)`` of the prior mean ``a + b * prior``, per image.
+
+    Minimises ``sum_i (y_i - a - b p_i)^2 + strength * (a^2 + mean(p^2) (b - 1)^2)``: least
+    squares of the observations on the prior, pulled towards the published mean ``(0, 1)``
+    as if by ``strength`` extra observations (the slope's pull is scaled by the prior's power
+    ``mean(p^2)`` over all windows, so it does not depend on the prior's units). A negative
+    slope (a prior that points the wrong way) is replaced by the best offset with slope 0.
+
+    Args:
+        prior: ``(N, n)`` the (uncalibrated) prior mean of each observed window.
+        scores: ``(N, n)`` the observations.
+        prior_power: ``(N,)`` mean squared prior over all windows.
+        strength: Weight of the pull towards ``(0, 1)``, in observations.
+
+    Returns:
+        ``(N, 2)`` float64 ``(a, b)``.
+    """
+    n = prior.shape[1]
+    power = prior_power.clamp(min=torch.finfo(torch.float64).tiny)
+    sum_p, sum_y = prior.sum(1), scores.sum(1)
+    gram = torch.stack(
+        [
+            torch.stack([n + strength + 0 * sum_p, sum_p], -1),
+            torch.stack([sum_p, prior.pow(2).sum(1) + strength * power], -1),
+        ],
+        -2,
+    )
+    rhs = torch.stack([sum_y, (prior * scores).sum(1) + strength * power], -1)
+    coef = torch.linalg.solve(gram, rhs.unsqueeze(-1)).squeeze(-1)
+    flat = torch.stack([sum_y / (n + strength), torch.zeros_like(sum_y)], -1)
+    return torch.where((coef[:, 1] < 0).unsqueeze(-1), flat, coef)
+
+
+def _prior_map(
+    prior: Tensor, raw_table: Tensor, coef: Tensor, space: WindowSpace, settings: BOSettings
+) -> Tensor:
+    """The map of the (fitted) prior mean: box-averaged like the windows (published), or the
+    prior itself with ``map_prior="sharp"``."""
+    if settings.map_prior == "sharp":
+        values = prior
+    elif settings.prior_mean == "center":
+        values = average_over_sizes(prior, space)
+    else:
+        batch = prior.shape[0]
+        values = windows_to_map(raw_table.reshape(batch, space.n_combos, *space.shape), space)
+    return _calibrated(values, coef)
 
 
 #: The map's lattice is at most this fraction of the smallest fitted length scale apart.

@@ -198,13 +198,23 @@ class GridPosterior:
         self.variance -= (V2 * V2).sum(1)
         self.variance.clamp_(min=0.0)
 
-    def set_residuals(self, residuals: Tensor) -> None:
-        """Set the measured residuals ``(N, n)`` of every window added so far."""
+    def set_residuals(self, residuals: Tensor, grid_prior: Tensor | None = None) -> None:
+        """Set the measured residuals ``(N, n)`` of every window added so far.
+
+        Args:
+            residuals: ``(N, n)`` observations minus their prior mean.
+            grid_prior: ``(N, m)`` a new prior mean of the grid windows (when the prior mean
+                itself was refitted); None keeps the current one. Default: None
+        """
         n = self.n
         w = torch.linalg.solve_triangular(
             self._L[:, :n, :n], residuals.to(torch.float64).unsqueeze(-1), upper=False
         ).squeeze(-1)
-        self.mean += ((w - self._w[:, :n]).unsqueeze(1) @ self._V[:, :n]).squeeze(1)
+        if grid_prior is None:
+            self.mean += ((w - self._w[:, :n]).unsqueeze(1) @ self._V[:, :n]).squeeze(1)
+        else:
+            self.grid_prior = grid_prior.to(torch.float64)
+            self.mean = self.grid_prior + (w.unsqueeze(1) @ self._V[:, :n]).squeeze(1)
         self._w[:, :n] = w
         self._r[:, :n] = residuals
 
