@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from captum._utils.progress import progress
@@ -325,6 +325,7 @@ class BOREx(PerturbationAttribution):
                     settings,
                     generator,
                     on_step=bar.update if bar is not None else None,
+                    uncertainty=return_details,
                 )
             finally:
                 if bar is not None:
@@ -337,7 +338,7 @@ class BOREx(PerturbationAttribution):
         return BORExDetails(
             attributions=attributions,
             prior=prior,
-            uncertainty=result.std_map.to(x.dtype),
+            uncertainty=cast(Tensor, result.std_map).to(x.dtype),
             centres=result.centres,
             half_sizes=result.half_sizes,
             scores=result.scores.to(x.dtype),

@@ -68,7 +68,8 @@ class BOResult:
 
     Attributes:
         mean_map: ``(N, *shape)`` posterior mean rebuilt over pixels (the saliency map).
-        std_map: ``(N, *shape)`` posterior standard deviation rebuilt the same way.
+        std_map: ``(N, *shape)`` posterior standard deviation rebuilt the same way; None
+            when :func:`optimise` was asked not to rebuild it.
         half_sizes: ``(N, n, D)`` half-length per axis of every queried window.
         centres: ``(N, n, D)`` centre of every queried window.
         scores: ``(N, n)`` objective value of every queried window.
@@ -78,7 +79,7 @@ class BOResult:
     """
 
     mean_map: Tensor
-    std_map: Tensor
+    std_map: Tensor | None
     half_sizes: Tensor
     centres: Tensor
     scores: Tensor
@@ -114,6 +115,7 @@ def optimise(
     settings: BOSettings,
     generator: torch.Generator,
     on_step: Callable[[], None] | None = None,
+    uncertainty: bool = True,
 ) -> BOResult:
     """Refine ``prior`` with ``settings.n_iter`` rounds of Bayesian optimisation.
 
@@ -128,6 +130,8 @@ def optimise(
         settings: Hyperparameters.
         generator: Source of the jitter added to the GP's copy of each window.
         on_step: Called after every round (progress bars).
+        uncertainty: Also rebuild the posterior standard deviation as a map (``std_map``).
+            Default: True
 
     Returns:
         A :class:`BOResult`.
@@ -139,12 +143,10 @@ def optimise(
     prior = prior.to(torch.float64)
     raw_table = prior_table(prior, space, settings.prior_mean).reshape(batch, -1)
     coef = _published_coefficients(batch, device)
-    table = _calibrated(raw_table, coef)
 
     stride = tuple(settings.acquisition_stride or (1,) * space.n_axes)
     grid = space.grid(stride, device=device)
-    grid_index = _flat_index(space, grid.combos, grid.centres)
-    grid_prior = table[:, grid_index]
+    raw_grid_prior = raw_table[:, _flat_index(space, grid.combos, grid.centres)]
     grid_penalty = centrality_penalty(grid.centres, space.shape)
     radius = [s - 1 for s in stride]
 
@@ -160,7 +162,7 @@ def optimise(
     kernel = make_kernel(batch, start, settings.lengthscale_bounds)
     kernel.requires_grad_(False)
     posterior = GridPosterior(
-        kernel, settings.noise, grid.features, grid_prior, settings.n_iter * q, grid.lattice
+        kernel, settings.noise, grid.features, raw_grid_prior, settings.n_iter * q, grid.lattice
     )
     rows = torch.arange(batch, device=device)
     all_combos, all_centres, all_scores, all_raw = [], [], [], []
@@ -174,7 +176,15 @@ def optimise(
                 combos, centres = _first_window(raw_table, space, device)
             else:
                 combos, centres = _acquire(
-                    posterior, grid, grid_penalty, table, space, radius, settings.kappa, rows
+                    posterior,
+                    grid,
+                    grid_penalty,
+                    raw_table,
+                    coef,
+                    space,
+                    radius,
+                    settings.kappa,
+                    rows,
                 )
             features = space.features(combos, centres) + jitter[step, j]
             posterior.extend(features.unsqueeze(1))
@@ -194,13 +204,11 @@ def optimise(
             coef = fit_prior_coefficients(
                 observed_raw, observed, prior_power, settings.prior_fit_strength
             )
-            table = _calibrated(raw_table, coef)
             residuals = observed - _calibrated(observed_raw, coef)
-            posterior.set_residuals(residuals, table[:, grid_index])
+            posterior.set_residuals(residuals, _calibrated(raw_grid_prior, coef))
         else:
-            observed_prior = table.gather(1, _flat_index(space, combos, centres))
             residuals = torch.cat(
-                [posterior.residuals[:, : posterior.n - q], scores - observed_prior], 1
+                [posterior.residuals[:, : posterior.n - q], scores - all_raw[-1]], 1
             )
             posterior.set_residuals(residuals)
         last = step == settings.n_iter - 1
@@ -212,14 +220,21 @@ def optimise(
         if on_step is not None:
             on_step()
 
+    table = _calibrated(raw_table, coef)
     correction, std = _posterior_maps(
-        posterior, space, table, table[:, grid_index], stride, settings.exact_map
+        posterior,
+        space,
+        table,
+        _calibrated(raw_grid_prior, coef),
+        stride,
+        settings.exact_map,
+        uncertainty,
     )
     combos = torch.cat(all_combos, 1)
     return BOResult(
         mean_map=_prior_map(prior, raw_table, coef, space, settings)
         + windows_to_map(correction, space),
-        std_map=windows_to_map(std, space),
+        std_map=None if std is None else windows_to_map(std, space),
         half_sizes=space.combos.to(device)[combos],
         centres=torch.cat(all_centres, 1),
         scores=torch.cat(all_scores, 1),
@@ -323,9 +338,10 @@ def _posterior_maps(
     grid_prior: Tensor,
     stride: tuple[int, ...],
     exact: bool,
-) -> tuple[Tensor, Tensor]:
+    with_std: bool,
+) -> tuple[Tensor, Tensor | None]:
     """The GP's correction to the prior mean and its standard deviation at every window,
-    ``(N, S, *shape)`` each.
+    ``(N, S, *shape)`` each (the latter only ``with_std``, else None).
 
     Both come from a lattice -- the acquisition lattice, a finer one for an image whose length
     scales are short (see :func:`map_stride`), or every window when ``exact`` -- and are
@@ -352,10 +368,10 @@ def _posterior_maps(
         corrections.append(
             lattice_to_full(correction.reshape(lattice_shape), positions, space.shape, axes)
         )
-        stds.append(
-            lattice_to_full(variance.sqrt().reshape(lattice_shape), positions, space.shape, axes)
-        )
-    return torch.stack(corrections), torch.stack(stds)
+        if with_std:
+            std = variance.sqrt().reshape(lattice_shape)
+            stds.append(lattice_to_full(std, positions, space.shape, axes))
+    return torch.stack(corrections), torch.stack(stds) if with_std else None
 
 
 def _first_window(table: Tensor, space: WindowSpace, device: torch.device) -> tuple[Tensor, Tensor]:
@@ -372,7 +388,8 @@ def _acquire(
     posterior: GridPosterior,
     grid: WindowGrid,
     grid_penalty: Tensor,
-    table: Tensor,
+    raw_table: Tensor,
+    coef: Tensor,
     space: WindowSpace,
     radius: list[int],
     kappa: float,
@@ -385,7 +402,9 @@ def _acquire(
     if not any(radius):
         return combos, centres
     near = space.neighbourhood(combos, centres, radius)
-    near_prior = table.gather(1, _flat_index(space, near.combos, near.centres))
+    near_prior = _calibrated(
+        raw_table.gather(1, _flat_index(space, near.combos, near.centres)), coef
+    )
     mean, variance = posterior.predict(near.features, near_prior)
     penalty = centrality_penalty(near.centres.reshape(-1, space.n_axes), space.shape)
     best = best_index(upper_confidence_bound(mean, variance, kappa), penalty.view(mean.shape))
