@@ -17,21 +17,27 @@ PUBLISHED = dict(prior_fit="fixed", map_prior="smoothed")
 IMPROVED = dict(prior_fit="affine", map_prior="sharp")
 
 
-def test_fit_prior_coefficients_recovers_a_line_and_rejects_negative_slopes():
+def test_fit_prior_coefficients_recovers_offsets_per_size_and_rejects_negative_slopes():
     prior = torch.linspace(-1, 1, 20, dtype=torch.float64).repeat(2, 1)
-    scores = torch.stack([0.3 + 2.0 * prior[0], 0.1 - 0.5 * prior[1]])
+    combos = torch.arange(20).remainder(2).repeat(2, 1)
+    offsets = torch.tensor([0.3, -0.2], dtype=torch.float64)[combos[0]]
+    scores = torch.stack([offsets + 2.0 * prior[0], 0.1 - 0.5 * prior[1]])
     power = prior.pow(2).mean(1)
-    coef = fit_prior_coefficients(prior, scores, power, strength=1e-6)
-    torch.testing.assert_close(coef[0], torch.tensor([0.3, 2.0], dtype=torch.float64))
-    # A prior pointing the wrong way gets slope 0 and the (shrunk) mean as offset.
-    assert coef[1, 1] == 0.0
-    torch.testing.assert_close(coef[1, 0], scores[1].sum() / (20 + 1e-6))
+    coef = fit_prior_coefficients(prior, combos, scores, 2, power, strength=1e-6)
+    torch.testing.assert_close(coef[0], torch.tensor([0.3, -0.2, 2.0], dtype=torch.float64))
+    # A prior pointing the wrong way gets slope 0 and the (shrunk) mean of each size.
+    assert coef[1, -1] == 0.0
+    for size in (0, 1):
+        chosen = combos[1] == size
+        expected = scores[1][chosen].sum() / (chosen.sum() + 1e-6)
+        torch.testing.assert_close(coef[1, size], expected)
 
 
 def test_fit_prior_coefficients_stays_published_without_evidence():
-    prior = torch.zeros(3, 0, dtype=torch.float64)
-    coef = fit_prior_coefficients(prior, prior.clone(), torch.ones(3, dtype=torch.float64), 1.0)
-    torch.testing.assert_close(coef, torch.tensor([[0.0, 1.0]] * 3, dtype=torch.float64))
+    empty = torch.zeros(3, 0, dtype=torch.float64)
+    combos = torch.zeros(3, 0, dtype=torch.long)
+    coef = fit_prior_coefficients(empty, combos, empty, 4, torch.ones(3, dtype=torch.float64), 1.0)
+    torch.testing.assert_close(coef, torch.tensor([[0.0] * 4 + [1.0]] * 3, dtype=torch.float64))
 
 
 def test_defaults_are_the_improved_options_and_published_is_reachable(cnn, shapes_val):

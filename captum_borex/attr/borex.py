@@ -225,12 +225,14 @@ class BOREx(PerturbationAttribution):
             internal_batch_size: Largest batch passed to the model at once; None passes
                 every query of a round together (2 * N * windows_per_step). Default: None
             prior_fit: The GP's prior mean of a window: the normalised prior ("fixed",
-                published) or ``a + b * prior`` with the offset ``a`` and slope ``b >= 0``
-                refitted to each image's observations after every round ("affine"), so
-                that a prior of the wrong scale neither swamps the observations nor is
-                swamped by them. Default: "affine"
+                published) or ``a[size] + b * prior`` with an offset per window size and a
+                slope ``b >= 0`` refitted to each image's observations after every round
+                ("affine"), so that a prior of the wrong scale neither swamps the
+                observations nor is swamped by them, and the size of a window (which moves
+                its score wherever it is) is not mistaken for disagreement with the prior.
+                Default: "affine"
             prior_fit_strength: With ``prior_fit="affine"``, how many observations' weight
-                pulls ``(a, b)`` towards the published ``(0, 1)``. Default: 1.0
+                pulls the offsets towards 0 and the slope towards 1 (published). Default: 1.0
             map_prior: The prior's part of the map: box-averaged over windows like the
                 GP's correction ("smoothed", published) or the (fitted) prior map itself
                 ("sharp"), so a detailed prior keeps its detail where the observations do

@@ -38,9 +38,9 @@ class BOSettings:
     on the acquisition lattice, interpolated linearly; ``exact_map`` evaluates it on every
     window instead (the published reconstruction; slower for large inputs).
 
-    ``prior_fit="affine"`` makes the GP's prior mean ``a + b * prior`` with ``(a, b)`` fitted
-    to each image's observations by ridge regression towards the published ``(0, 1)`` (the
-    ridge weighs as much as ``prior_fit_strength`` observations, ``b`` is kept >= 0);
+    ``prior_fit="affine"`` makes the GP's prior mean ``a[size] + b * prior``, an offset per
+    window size and a slope fitted to each image's observations by ridge regression towards
+    the published offsets 0 and slope 1 (see :func:`fit_prior_coefficients`);
     ``map_prior="sharp"`` rebuilds the map as the (fitted) prior itself plus the rebuilt
     correction, where the published map box-averages the prior as well.
     """
@@ -142,7 +142,7 @@ def optimise(
     q = settings.windows_per_step
     prior = prior.to(torch.float64)
     raw_table = prior_table(prior, space, settings.prior_mean).reshape(batch, -1)
-    coef = _published_coefficients(batch, device)
+    coef = _published_coefficients(batch, space.n_combos, device)
 
     stride = tuple(settings.acquisition_stride or (1,) * space.n_axes)
     grid = space.grid(stride, device=device)
@@ -199,13 +199,19 @@ def optimise(
         all_centres.append(centres)
         all_scores.append(scores)
         all_raw.append(raw_table.gather(1, _flat_index(space, combos, centres)))
-        observed, observed_raw = torch.cat(all_scores, 1), torch.cat(all_raw, 1)
         if settings.prior_fit == "affine":
+            observed, observed_raw = torch.cat(all_scores, 1), torch.cat(all_raw, 1)
+            observed_combos = torch.cat(all_combos, 1)
             coef = fit_prior_coefficients(
-                observed_raw, observed, prior_power, settings.prior_fit_strength
+                observed_raw,
+                observed_combos,
+                observed,
+                space.n_combos,
+                prior_power,
+                settings.prior_fit_strength,
             )
-            residuals = observed - _calibrated(observed_raw, coef)
-            posterior.set_residuals(residuals, _calibrated(raw_grid_prior, coef))
+            residuals = observed - _calibrated(observed_raw, coef, observed_combos)
+            posterior.set_residuals(residuals, _calibrated(raw_grid_prior, coef, grid.combos))
         else:
             residuals = torch.cat(
                 [posterior.residuals[:, : posterior.n - q], scores - all_raw[-1]], 1
@@ -220,12 +226,13 @@ def optimise(
         if on_step is not None:
             on_step()
 
-    table = _calibrated(raw_table, coef)
+    by_size = raw_table.view(batch, space.n_combos, -1)
+    table = (coef[:, :-1, None] + coef[:, -1, None, None] * by_size).reshape(batch, -1)
     correction, std = _posterior_maps(
         posterior,
         space,
         table,
-        _calibrated(raw_grid_prior, coef),
+        _calibrated(raw_grid_prior, coef, grid.combos),
         stride,
         settings.exact_map,
         uncertainty,
@@ -246,53 +253,78 @@ def optimise(
     )
 
 
-def _published_coefficients(batch: int, device: torch.device) -> Tensor:
-    """``(N, 2)`` offset 0 and slope 1: the prior mean is the prior itself."""
-    coef = torch.zeros(batch, 2, dtype=torch.float64, device=device)
-    coef[:, 1] = 1.0
+def _published_coefficients(batch: int, n_combos: int, device: torch.device) -> Tensor:
+    """``(N, S + 1)`` offsets 0 and slope 1: the prior mean is the prior itself."""
+    coef = torch.zeros(batch, n_combos + 1, dtype=torch.float64, device=device)
+    coef[:, -1] = 1.0
     return coef
 
 
-def _calibrated(values: Tensor, coef: Tensor) -> Tensor:
-    """``a + b * values`` per image, for ``values (N, ...)`` and ``coef (N, 2)``."""
-    shape = (-1,) + (1,) * (values.dim() - 1)
-    return coef[:, 0].view(shape) + coef[:, 1].view(shape) * values
+def _calibrated(values: Tensor, coef: Tensor, combos: Tensor | None) -> Tensor:
+    """``a[combo] + b * values`` per image.
+
+    Args:
+        values: ``(N, ...)`` prior values.
+        coef: ``(N, S + 1)`` an offset per window size and the slope.
+        combos: The window size of every value: ``(N, n)`` for ``values (N, n)``, ``(m,)``
+            shared by all images for ``values (N, m)``, or None for the mean offset (a map).
+    """
+    offsets, slope = coef[:, :-1], coef[:, -1]
+    if combos is None:
+        offset = offsets.mean(1).view((-1,) + (1,) * (values.dim() - 1))
+    elif combos.dim() == 1:
+        offset = offsets[:, combos]
+    else:
+        offset = offsets.gather(1, combos)
+    return offset + slope.view((-1,) + (1,) * (values.dim() - 1)) * values
 
 
 def fit_prior_coefficients(
-    prior: Tensor, scores: Tensor, prior_power: Tensor, strength: float
+    prior: Tensor,
+    combos: Tensor,
+    scores: Tensor,
+    n_combos: int,
+    prior_power: Tensor,
+    strength: float,
 ) -> Tensor:
-    r"""Offset and slope ``(a, b)`` of the prior mean ``a + b * prior``, per image.
+    r"""Offsets per window size and slope of the prior mean ``a[s] + b * prior``, per image.
 
-    Minimises ``sum_i (y_i - a - b p_i)^2 + strength * (a^2 + mean(p^2) (b - 1)^2)``: least
-    squares of the observations on the prior, pulled towards the published mean ``(0, 1)``
-    as if by ``strength`` extra observations (the slope's pull is scaled by the prior's power
-    ``mean(p^2)`` over all windows, so it does not depend on the prior's units). A negative
-    slope (a prior that points the wrong way) is replaced by the best offset with slope 0.
+    Minimises ``sum_i (y_i - a[s_i] - b p_i)^2 + strength * (|a|^2 + mean(p^2) (b - 1)^2)``:
+    least squares of the observations on the prior with one offset per window size (a
+    window's size moves its score whatever its place), pulled towards the published mean
+    (offsets 0, slope 1) as if by ``strength`` extra observations (the slope's pull is
+    scaled by the prior's power ``mean(p^2)`` over all windows, so it does not depend on the
+    prior's units). A negative slope (a prior that points the wrong way) is replaced by the
+    best offsets with slope 0.
 
     Args:
         prior: ``(N, n)`` the (uncalibrated) prior mean of each observed window.
+        combos: ``(N, n)`` the size (index into the window sizes) of each observed window.
         scores: ``(N, n)`` the observations.
+        n_combos: Number of window sizes ``S``.
         prior_power: ``(N,)`` mean squared prior over all windows.
-        strength: Weight of the pull towards ``(0, 1)``, in observations.
+        strength: Weight of the pull towards the published mean, in observations.
 
     Returns:
-        ``(N, 2)`` float64 ``(a, b)``.
+        ``(N, S + 1)`` float64: the offsets ``a``, then the slope ``b``.
     """
-    n = prior.shape[1]
+    batch = prior.shape[0]
+    onehot = torch.nn.functional.one_hot(combos, n_combos).to(torch.float64)
+    design = torch.cat([onehot, prior.unsqueeze(-1)], -1)
     power = prior_power.clamp(min=torch.finfo(torch.float64).tiny)
-    sum_p, sum_y = prior.sum(1), scores.sum(1)
-    gram = torch.stack(
-        [
-            torch.stack([n + strength + 0 * sum_p, sum_p], -1),
-            torch.stack([sum_p, prior.pow(2).sum(1) + strength * power], -1),
-        ],
-        -2,
-    )
-    rhs = torch.stack([sum_y, (prior * scores).sum(1) + strength * power], -1)
+    ridge = torch.full((batch, n_combos + 1), float(strength), dtype=torch.float64)
+    ridge = ridge.to(prior.device)
+    ridge[:, -1] *= power
+    target = torch.zeros_like(ridge)
+    target[:, -1] = 1.0
+    gram = design.transpose(1, 2) @ design + torch.diag_embed(ridge)
+    rhs = (design.transpose(1, 2) @ scores.unsqueeze(-1)).squeeze(-1) + ridge * target
     coef = torch.linalg.solve(gram, rhs.unsqueeze(-1)).squeeze(-1)
-    flat = torch.stack([sum_y / (n + strength), torch.zeros_like(sum_y)], -1)
-    return torch.where((coef[:, 1] < 0).unsqueeze(-1), flat, coef)
+    counts = onehot.sum(1)
+    flat = torch.cat(
+        [(onehot * scores.unsqueeze(-1)).sum(1) / (counts + strength), ridge[:, :1] * 0], 1
+    )
+    return torch.where((coef[:, -1] < 0).unsqueeze(-1), flat, coef)
 
 
 def _prior_map(
@@ -307,7 +339,7 @@ def _prior_map(
     else:
         batch = prior.shape[0]
         values = windows_to_map(raw_table.reshape(batch, space.n_combos, *space.shape), space)
-    return _calibrated(values, coef)
+    return _calibrated(values, coef, None)
 
 
 #: The map's lattice is at most this fraction of the smallest fitted length scale apart.
@@ -402,9 +434,8 @@ def _acquire(
     if not any(radius):
         return combos, centres
     near = space.neighbourhood(combos, centres, radius)
-    near_prior = _calibrated(
-        raw_table.gather(1, _flat_index(space, near.combos, near.centres)), coef
-    )
+    near_raw = raw_table.gather(1, _flat_index(space, near.combos, near.centres))
+    near_prior = _calibrated(near_raw, coef, near.combos)
     mean, variance = posterior.predict(near.features, near_prior)
     penalty = centrality_penalty(near.centres.reshape(-1, space.n_axes), space.shape)
     best = best_index(upper_confidence_bound(mean, variance, kappa), penalty.view(mean.shape))
