@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).parent.parent / "examples"))
 from _table import machine, print_table  # noqa: E402
 from real_model import PHOTOS, load_model, load_photo  # noqa: E402
 
-from captum_borex import RISE, BOREx  # noqa: E402
+from captum_borex import CAMERAS, RISE, BOREx  # noqa: E402
 from captum_borex.attr._priors import to_pixel_maps  # noqa: E402
 from captum_borex.metrics import (  # noqa: E402
     deletion_auc,
@@ -198,6 +198,15 @@ def gradcam(task: Task) -> tuple[Tensor, float]:
     def run(model: Counted) -> Tensor:
         cam = LayerGradCam(model, task.cam_layer)
         return cam.attribute(task.images, target=task.target, relu_attributions=True)
+
+    return counted(task, run)
+
+
+def cameras(task: Task) -> tuple[Tensor, float]:
+    """CAMERAS at Grad-CAM's layer, default scales."""
+
+    def run(model: Counted) -> Tensor:
+        return CAMERAS(model, task.cam_layer).attribute(task.images, target=task.target)
 
     return counted(task, run)
 
@@ -378,6 +387,7 @@ def evaluate(task: Task, cfg: Config) -> list[Row]:
         f"RISE-{cfg.rise_few}": ("weak", rise(task, cfg.rise_few)),
         f"RISE-{rise_many}": ("", rise(task, rise_many)),
         "none": ("weak", (torch.zeros(task.images.shape[0], side, side), 0.0)),
+        "CAMERAS": ("", cameras(task)),
     }
     aliases = dict(zip(("Grad-CAM", "IG", "Occlusion", "RISE-few", "RISE-many", "none"), priors))
     published = {
