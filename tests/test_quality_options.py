@@ -4,6 +4,8 @@ map. Shapes and behaviour only; the quality numbers live in the benchmark.
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from captum.attr import Occlusion, Saliency
@@ -137,3 +139,22 @@ def test_fitted_prior_does_not_spoil_a_sparse_strong_prior(cnn, shapes_val):
     published = borex.attribute(x, target=y, n_iter=20, seed=0, **PUBLISHED)
     assert deletion(improved) <= deletion(prior) + 0.02
     assert deletion(published) > deletion(prior) + 0.1
+
+
+class _DefaultsToClassZero(torch.nn.Module):
+    """Class 0 unless the image is bright: a blank baseline is taken for class 0."""
+
+    def forward(self, x):
+        brightness = x.mean(dim=(1, 2, 3))
+        return torch.stack([torch.zeros_like(brightness), 20 * (brightness - 0.1)], 1)
+
+
+def test_warns_when_the_baseline_is_taken_for_the_target():
+    model = _DefaultsToClassZero()
+    x = torch.rand(3, 3, 16, 16)
+    with pytest.warns(UserWarning, match="baseline alone gets probability"):
+        BOREx(model).attribute(x, target=0, n_iter=2, seed=0, window_sizes=(2, 3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        BOREx(model).attribute(x, target=1, n_iter=2, seed=0, window_sizes=(2, 3))
+        BOREx(model).attribute(x, target=0, n_iter=2, seed=0, window_sizes=(2, 3), baselines=1.0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, cast
@@ -168,7 +169,10 @@ class BOREx(PerturbationAttribution):
                 inputs; tensors whose first dimension is N are indexed along with the
                 inputs. Default: None
             baselines: What occluded pixels become: a number or a tensor broadcastable to
-                the inputs (in the model's input space). Default: 0.0
+                the inputs (in the model's input space). A ``UserWarning`` says so when
+                the model gives the baseline itself probability >= 0.5 for the target:
+                every window's *keep* query then scores high and the map says little.
+                Default: 0.0
             n_iter: Number of BO rounds; each costs two model evaluations per window per
                 input. Default: 50
             window_sizes: Window half-sizes in pixels. None scales the published
@@ -298,6 +302,10 @@ class BOREx(PerturbationAttribution):
                     torch.manual_seed(seed)
                 run_seed = seed if seed is not None else int(torch.randint(0, 2**62, (1,)))
                 check_target(self.forward_func, x, target, additional_forward_args, apply_softmax)
+                if apply_softmax:
+                    _warn_if_baseline_is_the_target(
+                        self.forward_func, base, target, additional_forward_args
+                    )
                 raw_prior = compute_prior(
                     self.prior, x, target, additional_forward_args, prior_kwargs, prior_reduction
                 )
@@ -403,6 +411,32 @@ class BOREx(PerturbationAttribution):
             prior_fit=prior_fit,
             prior_fit_strength=float(prior_fit_strength),
             map_prior=map_prior,
+        )
+
+
+#: A baseline the model gives at least this probability of the target makes the keep queries
+#: uninformative.
+BASELINE_WARNING_PROBABILITY = 0.5
+
+
+def _warn_if_baseline_is_the_target(
+    forward_func: Callable[..., Tensor], base: Tensor, target: TargetType, args: Any
+) -> None:
+    """Warn when the baseline alone already scores the target highly: every *keep* query
+    (the window on the baseline) then scores high wherever the window is."""
+    batch = base.shape[0]
+    rows = torch.arange(batch, device=base.device)
+    probability = target_scores(forward_func, base, rows, target, args, batch, True, None)
+    high = probability >= BASELINE_WARNING_PROBABILITY
+    if bool(high.any()):
+        warnings.warn(
+            f"the baseline alone gets probability >= {BASELINE_WARNING_PROBABILITY} for the "
+            f"target on {int(high.sum())} of {batch} inputs (max "
+            f"{float(probability.max()):.2f}): BOREx's keep queries score high wherever the "
+            "window is, so those maps carry little information; pass baselines the model "
+            "does not take for the target (e.g. the mean image or a blurred copy)",
+            UserWarning,
+            stacklevel=3,
         )
 
 
