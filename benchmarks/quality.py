@@ -20,7 +20,7 @@ Every map is scored by deletion AUC (zeros substrate, lower is better) and inser
 (shapes) and the spatial salience entropy (bits; lower = more concentrated). ``p`` columns
 are two-sided paired Wilcoxon signed-rank tests (``captum_borex.metrics.paired_comparison``)
 of the row against the row named in ``vs``. ``calls`` counts model evaluations per image:
-a backward pass counts as one call; BOREx costs ``2 * n_iter * windows_per_step + 1`` plus
+a backward pass counts as one call; BOREx costs ``2 * n_iter * windows_per_step + 2`` plus
 its prior's calls, RISE one per mask, Occlusion one per window position plus one.
 """
 
@@ -359,7 +359,7 @@ class Row:
 
 def borex_iterations(budget: float, prior_calls: float) -> int:
     """The most BOREx rounds (one window per round) whose calls fit in ``budget``."""
-    return max(1, int((budget - 1 - prior_calls) // 2))
+    return max(1, int((budget - 2 - prior_calls) // 2))
 
 
 def evaluate(task: Task, cfg: Config) -> list[Row]:
