@@ -7,6 +7,7 @@ import math
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -443,3 +444,15 @@ def test_callbacks_fit_trainers_of_both_namespaces(tmp_path: Path) -> None:
         assert isinstance(small_callback(), namespace.Callback)
         writer = ExplanationWriter(tmp_path, prior=gradcam)
         assert isinstance(writer, namespace.callbacks.BasePredictionWriter)
+
+
+def test_explain_passes_each_warning_on_once_per_process():
+    from captum_borex.lightning import _explain
+
+    message = warnings.WarningMessage(UserWarning("same advice"), UserWarning, "f.py", 1)
+    _explain._REPORTED.discard((UserWarning, "same advice"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _explain._warn_once(message)
+        _explain._warn_once(message)
+    assert [str(w.message) for w in caught] == ["same advice"]

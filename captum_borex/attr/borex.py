@@ -431,12 +431,12 @@ def _warn_if_baseline_is_the_target(
     if bool(high.any()):
         warnings.warn(
             f"the baseline alone gets probability >= {BASELINE_WARNING_PROBABILITY} for the "
-            f"target on {int(high.sum())} of {batch} inputs (max "
-            f"{float(probability.max()):.2f}): BOREx's keep queries score high wherever the "
-            "window is, so those maps carry little information; pass baselines the model "
-            "does not take for the target (e.g. the mean image or a blurred copy)",
+            "target on some inputs: BOREx's keep queries score high wherever the window is, "
+            "so their maps carry little information; pass baselines the model does not take "
+            "for the target (e.g. the mean image or a blurred copy), or check which inputs "
+            "with the model's output on the baselines",
             UserWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
 
 

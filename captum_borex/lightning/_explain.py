@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import random
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal
 
@@ -211,7 +212,25 @@ def explain(
     else:
         targets = module(inputs).argmax(1)
     attribution = prior(module) if prior is not None else None
-    details = BOREx(module, prior=attribution).attribute(
-        inputs, target=targets, return_details=True, **borex_kwargs
-    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        details = BOREx(module, prior=attribution).attribute(
+            inputs, target=targets, return_details=True, **borex_kwargs
+        )
+    for warning in caught:
+        _warn_once(warning)
     return details, targets
+
+
+#: Warnings already passed on by :func:`explain` in this process (one per message).
+_REPORTED: set[tuple[type[Warning], str]] = set()
+
+
+def _warn_once(warning: warnings.WarningMessage) -> None:
+    """Re-issue a warning caught while explaining, once per process: callbacks explain every
+    epoch, and the same advice each epoch is noise."""
+    key = (warning.category, str(warning.message))
+    if key in _REPORTED:
+        return
+    _REPORTED.add(key)
+    warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno or 0)
