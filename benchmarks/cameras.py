@@ -198,23 +198,7 @@ def train_at_scales(
     with torch.random.fork_rng():
         torch.manual_seed(0)
         model = PooledCNN()
-        if scales == (1,):
-            return train_classifier(model, images, labels, epochs=epochs, seed=0)
-        optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
-        model.train()
-        for _ in range(epochs):
-            order = torch.randperm(len(images))
-            for start in range(0, len(images), 64):
-                idx = order[start : start + 64]
-                scale = scales[int(torch.randint(0, len(scales), (1,)))]
-                x = images[idx]
-                if scale != 1:
-                    x = F.interpolate(x, scale_factor=scale, mode="bicubic", align_corners=False)
-                optimiser.zero_grad()
-                F.cross_entropy(model(x), labels[idx]).backward()
-                optimiser.step()
-    model.zero_grad(set_to_none=True)
-    return model.eval()
+    return train_classifier(model, images, labels, epochs=epochs, seed=0, scales=scales)
 
 
 def quality_table(n_images: int) -> None:

@@ -31,7 +31,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +72,6 @@ class Task:
     masks: Tensor | None
     cam_layer: nn.Module
     note: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def side(self) -> int:

@@ -9,6 +9,8 @@ contiguous run of frames, the distractor in every frame.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor, nn
 
@@ -202,6 +204,7 @@ def train_classifier(
     batch_size: int = 64,
     lr: float = 3e-3,
     seed: int = 0,
+    scales: Sequence[float] = (1,),
 ) -> nn.Module:
     """Train ``model`` with Adam and cross-entropy; returns it in eval mode.
 
@@ -213,6 +216,9 @@ def train_classifier(
         batch_size: Minibatch size. Default: 64
         lr: Adam learning rate. Default: 3e-3
         seed: Seed of the shuffling (the global RNG is left as it was). Default: 0
+        scales: Each batch is shown at one of these sizes, drawn at random (bicubic
+            resizing), as multi-scale training does; a model for CAMERAS should still
+            recognise an enlarged input. Default: (1,)
     """
     with torch.random.fork_rng():
         torch.manual_seed(seed)
@@ -222,8 +228,15 @@ def train_classifier(
             order = torch.randperm(len(images))
             for start in range(0, len(images), batch_size):
                 idx = order[start : start + batch_size]
+                x = images[idx]
+                if len(scales) > 1:
+                    scale = scales[int(torch.randint(0, len(scales), (1,)))]
+                    if scale != 1:
+                        x = nn.functional.interpolate(
+                            x, scale_factor=scale, mode="bicubic", align_corners=False
+                        )
                 optimiser.zero_grad()
-                loss = nn.functional.cross_entropy(model(images[idx]), labels[idx])
+                loss = nn.functional.cross_entropy(model(x), labels[idx])
                 loss.backward()
                 optimiser.step()
     model.eval()

@@ -12,7 +12,7 @@ from captum_borex.attr._priors import normalise_prior
 from captum_borex.attr.borex import BOREx
 from captum_borex.attr.cameras import CAMERAS, DEFAULT_SCALES
 from captum_borex.metrics import energy_pointing_game, pointing_game
-from captum_borex.synthetic import make_shapes
+from captum_borex.synthetic import make_shapes, train_classifier
 
 
 class PooledCNN(nn.Module):
@@ -65,22 +65,7 @@ def train_at_two_scales(net: nn.Module, epochs: int = 8, seed: int = 0) -> nn.Mo
     enlarged inputs, and CAMERAS can then localise worse than Grad-CAM.
     """
     images, labels, _ = make_shapes(800, seed=0)
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        optimiser = torch.optim.Adam(net.parameters(), lr=3e-3)
-        net.train()
-        for _ in range(epochs):
-            order = torch.randperm(len(images))
-            for start in range(0, len(images), 64):
-                idx = order[start : start + 64]
-                x = images[idx]
-                if torch.rand(1) < 0.5:
-                    x = F.interpolate(x, scale_factor=2, mode="bicubic", align_corners=False)
-                optimiser.zero_grad()
-                F.cross_entropy(net(x), labels[idx]).backward()
-                optimiser.step()
-    net.zero_grad(set_to_none=True)
-    return net.eval()
+    return train_classifier(net, images, labels, epochs=epochs, seed=seed, scales=(1, 2))
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ from captum.log import log_usage
 from torch import Tensor
 
 from captum_borex._checks import (
+    check_callable,
     check_choice,
     check_int,
     check_nonnegative,
@@ -100,8 +101,7 @@ class BOREx(PerturbationAttribution):
     """
 
     def __init__(self, forward_func: Callable[..., Tensor], prior: PriorType = None) -> None:
-        if not callable(forward_func):
-            raise TypeError(f"forward_func must be callable, got {type(forward_func).__name__}")
+        check_callable(forward_func, "forward_func")
         if prior is not None and not (
             isinstance(prior, Tensor) or callable(prior) or hasattr(prior, "attribute")
         ):

@@ -15,7 +15,7 @@ from captum.attr import GradientAttribution, LayerAttribution
 from captum.log import log_usage
 from torch import Tensor, nn
 
-from captum_borex._checks import check_int, format_inputs
+from captum_borex._checks import check_callable, check_int, format_inputs
 from captum_borex._forward import check_target, rows_of_args, rows_of_target
 from captum_borex._state import modules_of, preserved
 
@@ -72,8 +72,7 @@ class CAMERAS(LayerAttribution, GradientAttribution):
     """
 
     def __init__(self, forward_func: Callable[..., Tensor], layer: nn.Module) -> None:
-        if not callable(forward_func):
-            raise TypeError(f"forward_func must be callable, got {type(forward_func).__name__}")
+        check_callable(forward_func, "forward_func")
         _check_layer(forward_func, layer)
         LayerAttribution.__init__(self, forward_func, layer)
         GradientAttribution.__init__(self, forward_func)

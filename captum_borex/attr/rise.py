@@ -14,7 +14,13 @@ from captum.attr import PerturbationAttribution
 from captum.log import log_usage
 from torch import Tensor
 
-from captum_borex._checks import check_int, check_positive, format_baselines, format_inputs
+from captum_borex._checks import (
+    check_callable,
+    check_int,
+    check_positive,
+    format_baselines,
+    format_inputs,
+)
 from captum_borex._forward import check_target, target_scores
 from captum_borex._state import modules_of, preserved
 
@@ -41,8 +47,7 @@ class RISE(PerturbationAttribution):
     """
 
     def __init__(self, forward_func: Callable[..., Tensor]) -> None:
-        if not callable(forward_func):
-            raise TypeError(f"forward_func must be callable, got {type(forward_func).__name__}")
+        check_callable(forward_func, "forward_func")
         super().__init__(forward_func)
 
     @classmethod

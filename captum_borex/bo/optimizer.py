@@ -199,9 +199,10 @@ def optimise(
         all_centres.append(centres)
         all_scores.append(scores)
         all_raw.append(raw_table.gather(1, _flat_index(space, combos, centres)))
-        if settings.prior_fit == "affine":
-            observed, observed_raw = torch.cat(all_scores, 1), torch.cat(all_raw, 1)
-            observed_combos = torch.cat(all_combos, 1)
+        observed, observed_raw = torch.cat(all_scores, 1), torch.cat(all_raw, 1)
+        observed_combos = torch.cat(all_combos, 1)
+        refitted = settings.prior_fit == "affine"
+        if refitted:
             coef = fit_prior_coefficients(
                 observed_raw,
                 observed_combos,
@@ -210,13 +211,10 @@ def optimise(
                 prior_power,
                 settings.prior_fit_strength,
             )
-            residuals = observed - _calibrated(observed_raw, coef, observed_combos)
-            posterior.set_residuals(residuals, _calibrated(raw_grid_prior, coef, grid.combos))
-        else:
-            residuals = torch.cat(
-                [posterior.residuals[:, : posterior.n - q], scores - all_raw[-1]], 1
-            )
-            posterior.set_residuals(residuals)
+        residuals = observed - _calibrated(observed_raw, coef, observed_combos)
+        # A refitted prior mean moves the whole grid's mean; a fixed one lets it update.
+        grid_prior = _calibrated(raw_grid_prior, coef, grid.combos) if refitted else None
+        posterior.set_residuals(residuals, grid_prior)
         last = step == settings.n_iter - 1
         if last or (step + 1) % settings.refit_every == 0:
             if not settings.warm_start:
@@ -226,8 +224,9 @@ def optimise(
         if on_step is not None:
             on_step()
 
-    by_size = raw_table.view(batch, space.n_combos, -1)
-    table = (coef[:, :-1, None] + coef[:, -1, None, None] * by_size).reshape(batch, -1)
+    table_combos = torch.arange(space.n_combos, device=device)
+    table_combos = table_combos.repeat_interleave(raw_table.shape[1] // space.n_combos)
+    table = _calibrated(raw_table, coef, table_combos)
     correction, std = _posterior_maps(
         posterior,
         space,
@@ -322,7 +321,11 @@ def fit_prior_coefficients(
     coef = torch.linalg.solve(gram, rhs.unsqueeze(-1)).squeeze(-1)
     counts = onehot.sum(1)
     flat = torch.cat(
-        [(onehot * scores.unsqueeze(-1)).sum(1) / (counts + strength), ridge[:, :1] * 0], 1
+        [
+            (onehot * scores.unsqueeze(-1)).sum(1) / (counts + strength),
+            torch.zeros_like(ridge[:, :1]),
+        ],
+        1,
     )
     return torch.where((coef[:, -1] < 0).unsqueeze(-1), flat, coef)
 
