@@ -15,8 +15,8 @@ from captum_borex.bo.optimizer import fit_prior_coefficients
 from captum_borex.metrics import deletion_auc
 
 FAST = dict(n_iter=4, seed=0)
-PUBLISHED = dict(prior_fit="fixed", map_prior="smoothed")
-IMPROVED = dict(prior_fit="affine", map_prior="sharp")
+PUBLISHED = dict(prior_fit="fixed", map_prior="smoothed", gain=10.0)
+IMPROVED = dict(prior_fit="affine", map_prior="sharp", gain=3.0)
 
 
 def test_fit_prior_coefficients_recovers_offsets_per_size_and_rejects_negative_slopes():
@@ -58,6 +58,8 @@ def test_defaults_are_the_improved_options_and_published_is_reachable(cnn, shape
         dict(map_prior="sharp"),
         IMPROVED,
         dict(IMPROVED, prior_fit_strength=10.0, windows_per_step=2),
+        dict(queries="delete"),
+        dict(queries="keep", windows_per_step=2),
     ],
 )
 def test_options_give_finite_maps_of_the_input_shape(cnn, shapes_val, options):
@@ -108,12 +110,55 @@ def test_improved_options_keep_batch_invariance_and_seeds(cnn, shapes_val):
         (dict(prior_fit="linear"), "prior_fit"),
         (dict(map_prior="blurred"), "map_prior"),
         (dict(prior_fit_strength=0.0), "prior_fit_strength"),
+        (dict(queries="insert"), "queries"),
+        (dict(gain=0.0), "gain"),
     ],
 )
 def test_bad_option_values_raise(cnn, shapes_val, options, message):
     images, labels, _ = shapes_val
     with pytest.raises(ValueError, match=message):
         BOREx(cnn).attribute(images[:1], target=labels[:1], **FAST, **options)
+
+
+class Counting(torch.nn.Module):
+    """Counts the inputs a model sees."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model, self.seen = model, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen += x.shape[0]
+        return self.model(x)
+
+
+@pytest.mark.parametrize("queries, per_window", [("both", 2), ("delete", 1)])
+def test_queries_cost_and_observe_what_they_say(cnn, shapes_val, queries, per_window):
+    images, labels, _ = shapes_val
+    x, y = images[:3], labels[:3]
+    model = Counting(cnn)
+    details = BOREx(model).attribute(
+        x, target=y, n_iter=5, seed=0, queries=queries, gain=2.0, return_details=True
+    )
+    # Two calls per input before the windows: the target check, then the baseline check
+    # (both) or the input's own score (delete, which makes no keep queries to warn about).
+    assert model.seen == 3 * (2 + 5 * per_window)
+    # Replay the last window of each input: the score is tanh(gain * delta / 2).
+    rows, cols = details.centres[:, -1, 0], details.centres[:, -1, 1]
+    half = details.half_sizes[:, -1, 0]
+    inside = torch.zeros(3, 1, 32, 32, dtype=torch.bool)
+    for i in range(3):
+        r0, c0, h = int(rows[i] - half[i]), int(cols[i] - half[i]), 2 * int(half[i])
+        inside[i, :, max(r0, 0) : r0 + h, max(c0, 0) : c0 + h] = True
+    with torch.no_grad():
+
+        def p(batch: torch.Tensor) -> torch.Tensor:
+            return torch.softmax(cnn(batch), 1)[torch.arange(3), y]
+
+        deleted = p(torch.where(inside, 0.0, x))
+        reference = p(torch.where(inside, x, 0.0)) if queries == "both" else p(x)
+    expected = torch.tanh(2.0 * (reference - deleted) / 2)
+    torch.testing.assert_close(details.scores[:, -1], expected, atol=1e-5, rtol=1e-4)
 
 
 def test_fitted_prior_does_not_spoil_a_sparse_strong_prior(cnn, shapes_val):

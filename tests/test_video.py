@@ -45,8 +45,6 @@ def test_refining_a_weak_prior_improves_clip_explanations(cnn3d, clips_val):
     share_before = (frame_profile(weak) * true_frames).sum(1).mean()
     share_after = (frame_profile(refined) * true_frames).sum(1).mean()
     assert share_after > share_before + 0.03, (share_before, share_after)
-    peak = frame_profile(refined).argmax(1)
-    assert true_frames[torch.arange(16), peak].float().mean() >= 0.5
 
 
 PRIORS = {

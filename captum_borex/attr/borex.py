@@ -138,7 +138,7 @@ class BOREx(PerturbationAttribution):
         prior_scale: float = 0.1,
         prior_reduction: ChannelReduction = "sum",
         prior_mean: Literal["center", "window"] = "center",
-        gain: float = 10.0,
+        gain: float = 3.0,
         kappa: float = 10.0,
         lengthscale: Sequence[float] | None = None,
         lengthscale_bounds: tuple[float, float] = (1.0, 20.0),
@@ -154,6 +154,7 @@ class BOREx(PerturbationAttribution):
         prior_fit: Literal["fixed", "affine"] = "affine",
         prior_fit_strength: float = 1.0,
         map_prior: Literal["smoothed", "sharp"] = "sharp",
+        queries: Literal["both", "delete", "keep"] = "both",
     ) -> Tensor | tuple[Tensor, ...] | BORExDetails:
         r"""Refine the prior's map of every input by ``n_iter`` rounds of window queries.
 
@@ -197,7 +198,11 @@ class BOREx(PerturbationAttribution):
                 Default: "sum"
             prior_mean: GP prior mean of a window: the prior at its centre ("center",
                 published) or averaged over it ("window"). Default: "center"
-            gain: Slope of ``y = tanh(gain * delta / 2)``. Default: 10.0
+            gain: Slope of ``y = tanh(gain * delta / 2)``, where ``delta`` is a change of
+                the target's probability (see ``queries``). The published 10 saturates
+                above ``|delta|`` of about 0.3, so windows that remove a confident model's
+                score to very different degrees look alike; 3 keeps them apart over the
+                whole range. Default: 3.0 (published: 10.0)
             kappa: UCB exploration weight. Default: 10.0
             lengthscale: Initial length scales, one per GP feature -- images: (rows,
                 columns, size); clips: (frames, rows, columns, duration, size) -- in units
@@ -241,10 +246,16 @@ class BOREx(PerturbationAttribution):
                 GP's correction ("smoothed", published) or the (fitted) prior map itself
                 ("sharp"), so a detailed prior keeps its detail where the observations do
                 not change it. Default: "sharp"
+            queries: What one window costs and observes: "both" (published) scores the
+                *delete* and the *keep* input, ``delta = s(keep) - s(delete)``; "delete" only
+                the first, ``delta = s(input) - s(delete)``, and "keep" only the second,
+                ``delta = s(keep) - s(baseline)``, at one model evaluation per window (plus
+                one per input for the reference score), so the same budget buys twice the
+                windows. Default: "both"
 
-            ``prior_fit="fixed", map_prior="smoothed"`` is the published algorithm; the
-            defaults keep a strong prior from being degraded and a weak one from dominating
-            (``benchmarks/quality.py`` measures both).
+            ``prior_fit="fixed", map_prior="smoothed", gain=10.0`` is the published
+            algorithm (the speed options aside); the defaults keep a strong prior from being
+            degraded and a weak one from dominating (``benchmarks/quality.py`` measures both).
 
         Returns:
             Tensor or tuple of one tensor, shaped like the inputs: the refined map,
@@ -277,6 +288,7 @@ class BOREx(PerturbationAttribution):
         )
         prior_scale = check_positive(prior_scale, "prior_scale")
         gain = check_positive(gain, "gain")
+        check_choice(queries, "queries", QUERIES)
         if not (callable(prior_reduction) or prior_reduction in REDUCTIONS):
             raise ValueError(
                 f"prior_reduction must be one of {REDUCTIONS} or a callable, "
@@ -302,7 +314,7 @@ class BOREx(PerturbationAttribution):
                     torch.manual_seed(seed)
                 run_seed = seed if seed is not None else int(torch.randint(0, 2**62, (1,)))
                 check_target(self.forward_func, x, target, additional_forward_args, apply_softmax)
-                if apply_softmax:
+                if apply_softmax and queries != "delete":
                     _warn_if_baseline_is_the_target(
                         self.forward_func, base, target, additional_forward_args
                     )
@@ -320,6 +332,7 @@ class BOREx(PerturbationAttribution):
                 gain,
                 apply_softmax,
                 internal_batch_size,
+                queries,
             )
             generator = torch.Generator().manual_seed(run_seed)
             bar = (
@@ -440,8 +453,14 @@ def _warn_if_baseline_is_the_target(
         )
 
 
+#: What a window query evaluates (see ``queries`` in :meth:`BOREx.attribute`).
+QUERIES = ("both", "delete", "keep")
+
+
 class _WindowObjective:
-    """Scores windows: ``tanh(gain * (s(keep) - s(delete)) / 2)`` for each image's windows."""
+    """Scores windows: ``tanh(gain * delta / 2)`` for each image's windows, where ``delta``
+    is ``s(keep) - s(delete)`` (``"both"``), ``s(input) - s(delete)`` (``"delete"``) or
+    ``s(keep) - s(baseline)`` (``"keep"``)."""
 
     def __init__(
         self,
@@ -454,6 +473,7 @@ class _WindowObjective:
         gain: float,
         apply_softmax: bool,
         internal_batch_size: int | None,
+        queries: str = "both",
     ) -> None:
         self.forward_func = forward_func
         self.inputs = inputs
@@ -464,26 +484,50 @@ class _WindowObjective:
         self.gain = gain
         self.apply_softmax = apply_softmax
         self.internal_batch_size = internal_batch_size
+        self.queries = queries
+        self.reference: Tensor | None = None
+        if queries != "both":
+            # One query per window: its score is compared with the unperturbed input's
+            # (delete) or the baseline's (keep), scored once here.
+            batch = inputs.shape[0]
+            reference = inputs if queries == "delete" else baselines
+            rows = torch.arange(batch, device=inputs.device)
+            self.reference = self._scores(reference, rows, batch)
 
-    def __call__(self, combos: Tensor, centres: Tensor) -> Tensor:
-        batch, q = combos.shape
-        rows = torch.arange(batch, device=self.inputs.device).repeat_interleave(q)
-        masks = self.space.masks(combos.reshape(-1), centres.reshape(batch * q, -1)).unsqueeze(1)
-        x, b = self.inputs[rows], self.baselines[rows]
-        deleted = torch.where(masks, b, x)
-        kept = torch.where(masks, x, b)
-        scores = target_scores(
+    def _scores(self, inputs: Tensor, rows: Tensor, batch: int) -> Tensor:
+        return target_scores(
             self.forward_func,
-            torch.cat([deleted, kept]),
-            torch.cat([rows, rows]),
+            inputs,
+            rows,
             self.target,
             self.args,
             batch,
             self.apply_softmax,
             self.internal_batch_size,
         )
-        delta = (scores[batch * q :] - scores[: batch * q]).view(batch, q)
-        return torch.tanh(self.gain * delta.to(torch.float64) / 2)
+
+    def __call__(self, combos: Tensor, centres: Tensor) -> Tensor:
+        batch, q = combos.shape
+        rows = torch.arange(batch, device=self.inputs.device).repeat_interleave(q)
+        masks = self.space.masks(combos.reshape(-1), centres.reshape(batch * q, -1)).unsqueeze(1)
+        x, b = self.inputs[rows], self.baselines[rows]
+        if self.queries == "both":
+            scores = self._scores(
+                torch.cat([torch.where(masks, b, x), torch.where(masks, x, b)]),
+                torch.cat([rows, rows]),
+                batch,
+            )
+            delta = scores[batch * q :] - scores[: batch * q]
+        elif self.queries == "delete":
+            delta = cast(Tensor, self.reference)[rows] - self._scores(
+                torch.where(masks, b, x), rows, batch
+            )
+        else:
+            delta = (
+                self._scores(torch.where(masks, x, b), rows, batch)
+                - cast(Tensor, self.reference)[rows]
+            )
+        return torch.tanh(self.gain * delta.view(batch, q).to(torch.float64) / 2)
 
 
 def _cuda_devices(x: Tensor) -> list[int]:
