@@ -251,7 +251,8 @@ class BOREx(PerturbationAttribution):
                 the first, ``delta = s(input) - s(delete)``, and "keep" only the second,
                 ``delta = s(keep) - s(baseline)``, at one model evaluation per window (plus
                 one per input for the reference score), so the same budget buys twice the
-                windows. Default: "both"
+                windows. "delete" makes no keep queries, so it skips the baseline warning.
+                Default: "both"
 
             ``prior_fit="fixed", map_prior="smoothed", gain=10.0`` is the published
             algorithm (the speed options aside); the defaults keep a strong prior from being
