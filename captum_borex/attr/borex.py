@@ -175,7 +175,7 @@ class BOREx(PerturbationAttribution):
                 every window's *keep* query then scores high and the map says little.
                 Default: 0.0
             n_iter: Number of BO rounds; each costs two model evaluations per window per
-                input. Default: 50
+                input (one with ``queries="delete"`` or ``"keep"``). Default: 50
             window_sizes: Window half-sizes in pixels. None scales the published
                 (30, 45, 60, 75) for 224-pixel images to ``min(H, W)``. Default: None
             prior_kwargs: Keyword arguments for the prior's ``attribute`` (or callable),
@@ -232,7 +232,8 @@ class BOREx(PerturbationAttribution):
                 about 0.1% of the map's range at 224x224, see ``benchmarks/speed.py``).
                 Default: False
             internal_batch_size: Largest batch passed to the model at once; None passes
-                every query of a round together (2 * N * windows_per_step). Default: None
+                every query of a round together (2 * N * windows_per_step with the default
+                ``queries``). Default: None
             prior_fit: The GP's prior mean of a window: the normalised prior ("fixed",
                 published) or ``a[size] + b * prior`` with an offset per window size and a
                 slope ``b >= 0`` refitted to each image's observations after every round
