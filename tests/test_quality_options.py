@@ -12,7 +12,7 @@ from captum.attr import Occlusion, Saliency
 
 from captum_borex import RISE, BOREx
 from captum_borex.bo.optimizer import fit_prior_coefficients
-from captum_borex.metrics import deletion_auc
+from captum_borex.metrics import deletion_auc, gaussian_blur
 
 FAST = dict(n_iter=4, seed=0)
 PUBLISHED = dict(prior_fit="fixed", map_prior="smoothed", gain=10.0)
@@ -132,17 +132,31 @@ class Counting(torch.nn.Module):
         return self.model(x)
 
 
-@pytest.mark.parametrize("queries, per_window", [("both", 2), ("delete", 1)])
-def test_queries_cost_and_observe_what_they_say(cnn, shapes_val, queries, per_window):
+@pytest.mark.parametrize(
+    "queries, keep_baselines, before",
+    [("both", None, 2), ("delete", None, 2), ("both", "blur", 2), ("keep", "blur", 3)],
+)
+def test_queries_cost_and_observe_what_they_say(cnn, shapes_val, queries, keep_baselines, before):
     images, labels, _ = shapes_val
     x, y = images[:3], labels[:3]
+    x_before = x.clone()
     model = Counting(cnn)
     details = BOREx(model).attribute(
-        x, target=y, n_iter=5, seed=0, queries=queries, gain=2.0, return_details=True
+        x,
+        target=y,
+        n_iter=5,
+        seed=0,
+        queries=queries,
+        keep_baselines=keep_baselines,
+        gain=2.0,
+        return_details=True,
     )
-    # Two calls per input before the windows: the target check, then the baseline check
-    # (both) or the input's own score (delete, which makes no keep queries to warn about).
-    assert model.seen == 3 * (2 + 5 * per_window)
+    assert torch.equal(x, x_before)
+    # Calls per input before the windows: the target check, then the baseline check (not
+    # for "delete", which makes no keep queries to warn about), then the reference score
+    # of the input ("delete") or of the keep baseline ("keep").
+    per_window = 2 if queries == "both" else 1
+    assert model.seen == 3 * (before + 5 * per_window)
     # Replay the last window of each input: the score is tanh(gain * delta / 2).
     rows, cols = details.centres[:, -1, 0], details.centres[:, -1, 1]
     half = details.half_sizes[:, -1, 0]
@@ -150,15 +164,34 @@ def test_queries_cost_and_observe_what_they_say(cnn, shapes_val, queries, per_wi
     for i in range(3):
         r0, c0, h = int(rows[i] - half[i]), int(cols[i] - half[i]), 2 * int(half[i])
         inside[i, :, max(r0, 0) : r0 + h, max(c0, 0) : c0 + h] = True
+    background = gaussian_blur(x) if keep_baselines == "blur" else torch.zeros_like(x)
     with torch.no_grad():
 
         def p(batch: torch.Tensor) -> torch.Tensor:
             return torch.softmax(cnn(batch), 1)[torch.arange(3), y]
 
-        deleted = p(torch.where(inside, 0.0, x))
-        reference = p(torch.where(inside, x, 0.0)) if queries == "both" else p(x)
-    expected = torch.tanh(2.0 * (reference - deleted) / 2)
+        kept = p(torch.where(inside, x, background))
+        if queries == "keep":
+            delta = kept - p(background)
+        else:
+            delta = (kept if queries == "both" else p(x)) - p(torch.where(inside, 0.0, x))
+    expected = torch.tanh(2.0 * delta / 2)
     torch.testing.assert_close(details.scores[:, -1], expected, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "keep_baselines, error, message",
+    [
+        ("sharpen", ValueError, "keep_baselines must be one of"),
+        (torch.zeros(2, 3, 5, 5), ValueError, "keep_baselines gives shape"),
+        (torch.full((1, 3, 32, 32), float("nan")), ValueError, "keep_baselines"),
+        ([0.0], TypeError, "keep_baselines"),
+    ],
+)
+def test_bad_keep_baselines_raise(cnn, shapes_val, keep_baselines, error, message):
+    images, labels, _ = shapes_val
+    with pytest.raises(error, match=message):
+        BOREx(cnn).attribute(images[:2], target=labels[:2], keep_baselines=keep_baselines, **FAST)
 
 
 def test_fitted_prior_does_not_spoil_a_sparse_strong_prior(cnn, shapes_val):
@@ -203,3 +236,14 @@ def test_warns_when_the_baseline_is_taken_for_the_target():
         warnings.simplefilter("error", UserWarning)
         BOREx(model).attribute(x, target=1, n_iter=2, seed=0, window_sizes=(2, 3))
         BOREx(model).attribute(x, target=0, n_iter=2, seed=0, window_sizes=(2, 3), baselines=1.0)
+
+
+def test_the_baseline_warning_checks_the_keep_baselines():
+    model = _DefaultsToClassZero()
+    x = torch.rand(3, 3, 16, 16)
+    kwargs = dict(target=0, n_iter=2, seed=0, window_sizes=(2, 3), baselines=1.0)
+    with pytest.warns(UserWarning, match="baseline alone gets probability"):
+        BOREx(model).attribute(x, keep_baselines=0.0, **kwargs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        BOREx(model).attribute(x, keep_baselines="mean", **kwargs)

@@ -9,7 +9,7 @@ from captum.attr import Saliency
 from scipy import stats
 from torch import nn
 
-from captum_borex.metrics._substrates import gaussian_blur
+from captum_borex._substrates import gaussian_blur
 from captum_borex.metrics.salience import (
     cross_model_stability,
     guided_blur,

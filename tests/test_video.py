@@ -83,6 +83,11 @@ def test_clip_windows_and_defaults(cnn3d, clips_val):
         clips[1:2], target=labels[1:2], temporal_window_sizes=(1, 3), **FAST
     )
     torch.testing.assert_close(details.attributions[1:2], alone, atol=1e-4, rtol=1e-4)
+    blurred = BOREx(cnn3d).attribute(
+        clips[:2], target=labels[:2], temporal_window_sizes=(1, 3), keep_baselines="blur", **FAST
+    )
+    assert blurred.shape == clips[:2].shape and torch.isfinite(blurred).all()
+    assert not torch.allclose(blurred, details.attributions)
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,7 @@ from torch import Tensor
 from captum_borex._checks import (
     check_callable,
     check_choice,
+    check_finite,
     check_int,
     check_nonnegative,
     check_positive,
@@ -25,6 +26,7 @@ from captum_borex._checks import (
 )
 from captum_borex._forward import check_target, target_scores
 from captum_borex._state import modules_of, preserved
+from captum_borex._substrates import Substrate, make_substrate
 from captum_borex.attr._priors import (
     REDUCTIONS,
     ChannelReduction,
@@ -155,6 +157,7 @@ class BOREx(PerturbationAttribution):
         prior_fit_strength: float = 1.0,
         map_prior: Literal["smoothed", "sharp"] = "sharp",
         queries: Literal["both", "delete", "keep"] = "both",
+        keep_baselines: Substrate | tuple[Tensor, ...] | None = None,
     ) -> Tensor | tuple[Tensor, ...] | BORExDetails:
         r"""Refine the prior's map of every input by ``n_iter`` rounds of window queries.
 
@@ -254,6 +257,12 @@ class BOREx(PerturbationAttribution):
                 one per input for the reference score), so the same budget buys twice the
                 windows. "delete" makes no keep queries, so it skips the baseline warning.
                 Default: "both"
+            keep_baselines: What surrounds a kept window in a *keep* query: None for
+                ``baselines`` (published), or what ``insertion_auc`` accepts as its
+                substrate -- "blur" (a Gaussian blur of each input, kernel 11, sigma 5, the
+                canvas of RISE's insertion measure), "mean", "zeros", a number, a tensor
+                broadcastable to the inputs or a callable ``inputs -> tensor``. The
+                baseline warning then checks these. Default: None
 
             ``prior_fit="fixed", map_prior="smoothed", gain=10.0`` is the published
             algorithm (the speed options aside); the defaults keep a strong prior from being
@@ -305,12 +314,13 @@ class BOREx(PerturbationAttribution):
         if seed is not None:
             check_int(seed, "seed", minimum=0)
         base = format_baselines(baselines, x)
+        keep_base = _keep_baselines(keep_baselines, base, x)
 
         with torch.inference_mode(False), preserved(modules_of(self.forward_func, self.prior), [x]):
             # Under inference mode (e.g. Lightning's validate) gradient priors and the GP fit
             # need ordinary tensors.
             if x.is_inference():
-                x, base = x.clone(), base.clone()
+                x, base, keep_base = x.clone(), base.clone(), keep_base.clone()
             with torch.random.fork_rng(devices=_cuda_devices(x), enabled=seed is not None):
                 if seed is not None:
                     torch.manual_seed(seed)
@@ -318,7 +328,7 @@ class BOREx(PerturbationAttribution):
                 check_target(self.forward_func, x, target, additional_forward_args, apply_softmax)
                 if apply_softmax and queries != "delete":
                     _warn_if_baseline_is_the_target(
-                        self.forward_func, base, target, additional_forward_args
+                        self.forward_func, keep_base, target, additional_forward_args
                     )
                 raw_prior = compute_prior(
                     self.prior, x, target, additional_forward_args, prior_kwargs, prior_reduction
@@ -328,6 +338,7 @@ class BOREx(PerturbationAttribution):
                 self.forward_func,
                 x,
                 base,
+                keep_base,
                 target,
                 additional_forward_args,
                 space,
@@ -447,9 +458,9 @@ def _warn_if_baseline_is_the_target(
         warnings.warn(
             f"the baseline alone gets probability >= {BASELINE_WARNING_PROBABILITY} for the "
             "target on some inputs: BOREx's keep queries score high wherever the window is, "
-            "so their maps carry little information; pass baselines the model does not take "
-            "for the target (e.g. the mean image or a blurred copy), or check which inputs "
-            "with the model's output on the baselines",
+            "so their maps carry little information; pass baselines (or keep_baselines) that "
+            "the model does not take for the target (e.g. the mean image), or check which "
+            "inputs with the model's output on them",
             UserWarning,
             stacklevel=4,
         )
@@ -459,16 +470,29 @@ def _warn_if_baseline_is_the_target(
 QUERIES = ("both", "delete", "keep")
 
 
+def _keep_baselines(keep_baselines: Any, baselines: Tensor, inputs: Tensor) -> Tensor:
+    """The background of every keep query, shaped like ``inputs``."""
+    if keep_baselines is None:
+        return baselines
+    if isinstance(keep_baselines, (str, Tensor)) or callable(keep_baselines):
+        out = make_substrate(keep_baselines, inputs, "keep_baselines")
+        check_finite(out, "keep_baselines")
+        return out
+    return format_baselines(keep_baselines, inputs, "keep_baselines")
+
+
 class _WindowObjective:
     """Scores windows: ``tanh(gain * delta / 2)`` for each image's windows, where ``delta``
     is ``s(keep) - s(delete)`` (``"both"``), ``s(input) - s(delete)`` (``"delete"``) or
-    ``s(keep) - s(baseline)`` (``"keep"``)."""
+    ``s(keep) - s(baseline)`` (``"keep"``). A deleted window becomes ``baselines``; a kept
+    window is shown on ``keep_baselines``."""
 
     def __init__(
         self,
         forward_func: Callable[..., Tensor],
         inputs: Tensor,
         baselines: Tensor,
+        keep_baselines: Tensor,
         target: TargetType,
         additional_forward_args: Any,
         space: WindowSpace,
@@ -480,6 +504,7 @@ class _WindowObjective:
         self.forward_func = forward_func
         self.inputs = inputs
         self.baselines = baselines
+        self.keep_baselines = keep_baselines
         self.target = target
         self.args = additional_forward_args
         self.space = space
@@ -490,9 +515,9 @@ class _WindowObjective:
         self.reference: Tensor | None = None
         if queries != "both":
             # One query per window: its score is compared with the unperturbed input's
-            # (delete) or the baseline's (keep), scored once here.
+            # (delete) or the keep baselines' (keep), scored once here.
             batch = inputs.shape[0]
-            reference = inputs if queries == "delete" else baselines
+            reference = inputs if queries == "delete" else keep_baselines
             rows = torch.arange(batch, device=inputs.device)
             self.reference = self._scores(reference, rows, batch)
 
@@ -512,22 +537,25 @@ class _WindowObjective:
         batch, q = combos.shape
         rows = torch.arange(batch, device=self.inputs.device).repeat_interleave(q)
         masks = self.space.masks(combos.reshape(-1), centres.reshape(batch * q, -1)).unsqueeze(1)
-        x, b = self.inputs[rows], self.baselines[rows]
+        x = self.inputs[rows]
+        deleted = torch.where(masks, self.baselines[rows], x) if self.queries != "keep" else None
+        kept = (
+            torch.where(masks, x, self.keep_baselines[rows]) if self.queries != "delete" else None
+        )
         if self.queries == "both":
             scores = self._scores(
-                torch.cat([torch.where(masks, b, x), torch.where(masks, x, b)]),
+                torch.cat([cast(Tensor, deleted), cast(Tensor, kept)]),
                 torch.cat([rows, rows]),
                 batch,
             )
             delta = scores[batch * q :] - scores[: batch * q]
         elif self.queries == "delete":
             delta = cast(Tensor, self.reference)[rows] - self._scores(
-                torch.where(masks, b, x), rows, batch
+                cast(Tensor, deleted), rows, batch
             )
         else:
             delta = (
-                self._scores(torch.where(masks, x, b), rows, batch)
-                - cast(Tensor, self.reference)[rows]
+                self._scores(cast(Tensor, kept), rows, batch) - cast(Tensor, self.reference)[rows]
             )
         return torch.tanh(self.gain * delta.view(batch, q).to(torch.float64) / 2)
 

@@ -1,6 +1,6 @@
 """Measures of saliency maps: faithfulness, localisation, salience, time, refinement reports."""
 
-from captum_borex.metrics._substrates import gaussian_blur
+from captum_borex._substrates import gaussian_blur
 from captum_borex.metrics.faithfulness import (
     CausalCurves,
     causal_curves,

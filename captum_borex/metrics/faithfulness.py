@@ -13,8 +13,8 @@ from torch import Tensor
 from captum_borex._checks import check_int, format_inputs
 from captum_borex._forward import check_target, target_scores
 from captum_borex._state import modules_of, preserved
+from captum_borex._substrates import Substrate, make_substrate
 from captum_borex.attr._priors import to_pixel_maps
-from captum_borex.metrics._substrates import Substrate, make_substrate
 
 
 @dataclass

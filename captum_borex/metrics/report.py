@@ -20,8 +20,8 @@ from torch import Tensor
 from captum_borex._checks import format_inputs
 from captum_borex._forward import check_target
 from captum_borex._state import modules_of, preserved
+from captum_borex._substrates import Substrate
 from captum_borex.attr._priors import PriorType, compute_prior, to_pixel_maps
-from captum_borex.metrics._substrates import Substrate
 from captum_borex.metrics.faithfulness import CausalCurves, causal_curves
 from captum_borex.metrics.localisation import energy_pointing_game, pointing_game
 from captum_borex.metrics.segmentation import _matching_masks, segmentation_curves

@@ -44,13 +44,13 @@ from captum_borex._checks import (
 )
 from captum_borex._forward import check_target, target_scores
 from captum_borex._state import modules_of, preserved
+from captum_borex._substrates import gaussian_blur
 from captum_borex.attr._priors import (
     REDUCTIONS,
     ChannelReduction,
     _reduce_channels,
     to_pixel_maps,
 )
-from captum_borex.metrics._substrates import gaussian_blur
 
 #: Geometric transforms known by name to :func:`transform_consistency`.
 TRANSFORMS = ("hflip", "vflip", "rot90", "rot180", "rot270", "shift")
