@@ -74,10 +74,11 @@ class BOREx(PerturbationAttribution):
 
     The prior map becomes the mean of a Gaussian process over occlusion windows ``(r, c, l)``
     (centre and half-size). Each query occludes one window two ways -- *delete* (window set
-    to the baseline) and *keep* (everything else set to the baseline) -- and observes
-    ``y = tanh(gain * (s(keep) - s(delete)) / 2)`` with ``s`` the target's softmax
-    probability. Windows are chosen by UCB, ``mu + kappa * sigma``; the saliency map is the
-    posterior mean averaged over every window covering each pixel, over all sizes. With
+    to the baseline) and *keep* (everything else set to the baseline, or to
+    ``keep_baselines``) -- and observes ``y = tanh(gain * (s(keep) - s(delete)) / 2)`` with
+    ``s`` the target's softmax probability. Windows are chosen by UCB, ``mu + kappa *
+    sigma``; the saliency map is the posterior mean averaged over every window covering each
+    pixel, over all sizes. With
     ``prior=None`` this is plain Bayesian-optimisation saliency (Mokuwe et al., 2020).
 
     Every image of a batch is refined together: one batched GP, one model call per step
