@@ -419,12 +419,11 @@ def evaluate(task: Task, cfg: Config) -> list[Row]:
     def cached_occlusion(w: int, s: int) -> tuple[Tensor, float]:
         return cached(f"Occlusion {w}/{s}", lambda: occlusion(task, w, s))
 
-    window, stride = side // 4, side // 8
     flat = (task.images.new_zeros(task.images.shape[0], side, side), 0.0)
     cam = gradcam(task)
     rows: list[Row] = []
     if cfg.prior_rows:
-        rows += prior_rows(task, cfg, row, cam, flat, cached_occlusion(window, stride))
+        rows += prior_rows(task, cfg, row, cam, flat, cached_occlusion)
 
     # Equal budget: BOREx with at most the calls of each Occlusion (as counted: Captum adds
     # a window at the far edge when the stride does not divide the side).
@@ -455,17 +454,17 @@ def prior_rows(
     row: Callable[..., Row],
     cam: tuple[Tensor, float],
     flat: tuple[Tensor, float],
-    coarse_occlusion: tuple[Tensor, float],
+    occlusion_of: Callable[[int, int], tuple[Tensor, float]],
 ) -> list[Row]:
     """Every prior raw and refined by BOREx (and by the published algorithm for some), and
     RISE with the calls of BOREx over Grad-CAM."""
     photos = task.name == "photos"
     rise_many = cfg.rise_many_photos if photos else cfg.rise_many
-    side = task.side
+    window, stride = task.side // 4, task.side // 8
     priors: dict[str, tuple[str, tuple[Tensor, float]]] = {
         "Grad-CAM": ("strong", cam),
         f"IG-{cfg.ig_steps}": ("", integrated_gradients(task, cfg.ig_steps)),
-        f"Occlusion {side // 4}/{side // 8}": ("strong", coarse_occlusion),
+        f"Occlusion {window}/{stride}": ("strong", occlusion_of(window, stride)),
         f"RISE-{cfg.rise_few}": ("weak", rise(task, cfg.rise_few)),
         f"RISE-{rise_many}": ("", rise(task, rise_many)),
         "none": ("weak", flat),

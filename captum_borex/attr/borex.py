@@ -539,25 +539,19 @@ class _WindowObjective:
         rows = torch.arange(batch, device=self.inputs.device).repeat_interleave(q)
         masks = self.space.masks(combos.reshape(-1), centres.reshape(batch * q, -1)).unsqueeze(1)
         x = self.inputs[rows]
-        deleted = torch.where(masks, self.baselines[rows], x) if self.queries != "keep" else None
-        kept = (
-            torch.where(masks, x, self.keep_baselines[rows]) if self.queries != "delete" else None
-        )
+        perturbed = []
+        if self.queries != "keep":
+            perturbed.append(torch.where(masks, self.baselines[rows], x))
+        if self.queries != "delete":
+            perturbed.append(torch.where(masks, x, self.keep_baselines[rows]))
+        scores = self._scores(torch.cat(perturbed), rows.repeat(len(perturbed)), batch)
         if self.queries == "both":
-            scores = self._scores(
-                torch.cat([cast(Tensor, deleted), cast(Tensor, kept)]),
-                torch.cat([rows, rows]),
-                batch,
-            )
-            delta = scores[batch * q :] - scores[: batch * q]
+            deleted, kept = scores.chunk(2)
+            delta = kept - deleted
         elif self.queries == "delete":
-            delta = cast(Tensor, self.reference)[rows] - self._scores(
-                cast(Tensor, deleted), rows, batch
-            )
+            delta = cast(Tensor, self.reference)[rows] - scores
         else:
-            delta = (
-                self._scores(cast(Tensor, kept), rows, batch) - cast(Tensor, self.reference)[rows]
-            )
+            delta = scores - cast(Tensor, self.reference)[rows]
         return torch.tanh(self.gain * delta.view(batch, q).to(torch.float64) / 2)
 
 
