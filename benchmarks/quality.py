@@ -266,19 +266,19 @@ def occlusion(task: Task, window: int, stride: int) -> tuple[Tensor, float]:
     return counted(task, run, probabilities=True)
 
 
-def rise(task: Task, n_masks: int) -> tuple[Tensor, float]:
+def rise(task: Task, n_masks: int, seed: int = 0) -> tuple[Tensor, float]:
     def run(model: Counted) -> Tensor:
-        return RISE(model).attribute(task.images, target=task.target, n_masks=n_masks, seed=0)
+        return RISE(model).attribute(task.images, target=task.target, n_masks=n_masks, seed=seed)
 
     return counted(task, run)
 
 
-def borex(task: Task, prior: Tensor | None, **kwargs: Any) -> tuple[Tensor, float]:
+def borex(task: Task, prior: Tensor | None, seed: int = 0, **kwargs: Any) -> tuple[Tensor, float]:
     """BOREx refining a precomputed prior map (its calls are not included here)."""
 
     def run(model: Counted) -> Tensor:
         return BOREx(model, prior=prior).attribute(
-            task.images, target=task.target, seed=0, internal_batch_size=256, **kwargs
+            task.images, target=task.target, seed=seed, internal_batch_size=256, **kwargs
         )
 
     return counted(task, run)
@@ -314,6 +314,21 @@ def measure(task: Task, maps: Tensor, n_steps: int) -> Scores:
     return Scores(deletion, insertion, pointing, entropy)
 
 
+def mean_scores(runs: list[Scores]) -> Scores:
+    """Per-image means of several runs' measures (e.g. one run per seed)."""
+
+    def mean(values: list[Tensor]) -> Tensor:
+        return torch.stack(values).mean(0)
+
+    pointing = [r.pointing for r in runs if r.pointing is not None]
+    return Scores(
+        mean([r.deletion for r in runs]),
+        mean([r.insertion for r in runs]),
+        mean(pointing) if len(pointing) == len(runs) else None,
+        mean([r.entropy for r in runs]),
+    )
+
+
 # --------------------------------------------------------------------------------------
 # The table
 # --------------------------------------------------------------------------------------
@@ -328,6 +343,12 @@ BUDGET_VARIANTS: tuple[tuple[str, str, dict[str, Any], int], ...] = (
     ("Grad-CAM", ", delete queries", {"queries": "delete"}, 1),
     ("Grad-CAM", ", keep on blur", {"keep_baselines": "blur"}, 2),
     ("none", ", keep on blur", {"keep_baselines": "blur"}, 2),
+    (
+        "Grad-CAM",
+        ", keep on blur, smoothed map",
+        {"keep_baselines": "blur", "map_prior": "smoothed"},
+        2,
+    ),
 )
 
 
@@ -356,6 +377,8 @@ class Config:
     published_priors_photos: tuple[str, ...] = ("Grad-CAM", "Occlusion", "none")
     #: Every prior raw and refined; False runs the equal-budget rows only.
     prior_rows: bool = True
+    #: Seeds the equal-budget rows of BOREx and RISE average over (per image).
+    seeds: int = 1
     #: Occlusion (window, stride) as fractions of the side, for the equal-budget rows:
     #: 26, 50 and 101 calls at 32, 128 and 224 pixels.
     occlusion_grid: tuple[tuple[float, float], ...] = (
@@ -404,9 +427,14 @@ def evaluate(task: Task, cfg: Config) -> list[Row]:
     measured: dict[str, Scores] = {}
 
     def row(name: str, role: str, result: tuple[Tensor, float], vs: Row | None = None) -> Row:
-        maps, calls = result
+        return seeded_row(name, role, [result], vs)
+
+    def seeded_row(
+        name: str, role: str, results: list[tuple[Tensor, float]], vs: Row | None = None
+    ) -> Row:
         if name not in measured:
-            measured[name] = measure(task, maps, n_steps)
+            measured[name] = mean_scores([measure(task, maps, n_steps) for maps, _ in results])
+        calls = sum(c for _, c in results) / len(results)
         return Row(name, role, calls, measured[name], vs)
 
     baselines: dict[str, tuple[Tensor, float]] = {}
@@ -432,19 +460,25 @@ def evaluate(task: Task, cfg: Config) -> list[Row]:
         w, s = round(side * frac_window), max(1, round(side * frac_stride))
         budgets[int(cached_occlusion(w, s)[1])] = (w, s)
     priors = {"Grad-CAM": cam, "none": flat}
+    seeds = range(cfg.seeds)
+    rise_runs: dict[int, list[tuple[Tensor, float]]] = {}
     for budget in sorted(budgets):
         w, s = budgets[budget]
         for prior_name, label, options, per_window in BUDGET_VARIANTS:
             prior_maps, prior_calls = priors[prior_name]
             n_iter = borex_iterations(budget, prior_calls, per_window)
             prior = None if prior_name == "none" else prior_maps
-            maps, calls = borex(task, prior, n_iter=n_iter, **IMPROVED, **options)
+            runs = [
+                borex(task, prior, seed=seed, n_iter=n_iter, **IMPROVED, **options)
+                for seed in seeds
+            ]
             name = f"BOREx[{prior_name}]{label}, {n_iter} rounds"
-            ours = row(name, "budget", (maps, calls + prior_calls))
+            ours = seeded_row(name, "budget", [(m, c + prior_calls) for m, c in runs])
             rows.append(ours)
             rows.append(row(f"Occlusion {w}/{s}", "budget", cached_occlusion(w, s), ours))
-            rise_maps = cached(f"RISE-{budget}", lambda b=budget: rise(task, b))
-            rows.append(row(f"RISE-{budget}", "budget", rise_maps, ours))
+            if budget not in rise_runs:
+                rise_runs[budget] = [rise(task, budget, seed) for seed in seeds]
+            rows.append(seeded_row(f"RISE-{budget}", "budget", rise_runs[budget], ours))
     return rows
 
 
@@ -587,6 +621,12 @@ def main() -> None:
     parser.add_argument(
         "--budget-only", action="store_true", help="only the equal-budget rows (faster)"
     )
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        help="seeds the equal-budget BOREx and RISE rows average over, per image",
+    )
     args = parser.parse_args()
     # The shapes model takes any blank image for the X class, and some blurred photos stay
     # recognisable: the baseline warning would fire on every run; the tables say what it costs.
@@ -600,6 +640,7 @@ def main() -> None:
         photo_size=args.photo_size or cfg.photo_size,
         photo_crops=args.photo_crops or cfg.photo_crops,
         prior_rows=not args.budget_only,
+        seeds=max(1, args.seeds),
     )
     started = time.perf_counter()
     all_rows: list[list[object]] = []
@@ -635,9 +676,16 @@ def main() -> None:
         "p ins",
         "sig.",
     ]
+    seeded = (
+        f", equal-budget BOREx and RISE averaged over {cfg.seeds} seeds per image"
+        if cfg.seeds > 1
+        else ""
+    )
     title = (
         f"BOREx map quality ({'quick' if args.quick else 'full'} run"
-        f"{', equal-budget rows only' if args.budget_only else ''}, {cfg.n_iter} BOREx "
+        f"{', equal-budget rows only' if args.budget_only else ''}"
+        f"{seeded}"
+        f", {cfg.n_iter} BOREx "
         f"rounds unless stated; {machine()})\n"
         + "\n".join(notes)
         + "\ncalls: model evaluations per image (a backward pass counts as one; BOREx rows "
