@@ -250,7 +250,9 @@ class BOREx(PerturbationAttribution):
             map_prior: The prior's part of the map: box-averaged over windows like the
                 GP's correction ("smoothed", published) or the (fitted) prior map itself
                 ("sharp"), so a detailed prior keeps its detail where the observations do
-                not change it. Default: "sharp"
+                not change it. "smoothed" suits a coarse prior such as a deep network's
+                Grad-CAM, whose box average ranks whole object regions first (see the README's
+                *Quality*). Default: "sharp"
             queries: What one window costs and observes: "both" (published) scores the
                 *delete* and the *keep* input, ``delta = s(keep) - s(delete)``; "delete" only
                 the first, ``delta = s(input) - s(delete)``, and "keep" only the second,
