@@ -628,6 +628,8 @@ def main() -> None:
         help="seeds the equal-budget BOREx and RISE rows average over, per image",
     )
     args = parser.parse_args()
+    if args.seeds < 1:
+        parser.error(f"--seeds must be at least 1, got {args.seeds}")
     # The shapes model takes any blank image for the X class, and some blurred photos stay
     # recognisable: the baseline warning would fire on every run; the tables say what it costs.
     warnings.filterwarnings("ignore", message="the baseline alone gets probability")
@@ -640,7 +642,7 @@ def main() -> None:
         photo_size=args.photo_size or cfg.photo_size,
         photo_crops=args.photo_crops or cfg.photo_crops,
         prior_rows=not args.budget_only,
-        seeds=max(1, args.seeds),
+        seeds=args.seeds,
     )
     started = time.perf_counter()
     all_rows: list[list[object]] = []
