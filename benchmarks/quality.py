@@ -337,17 +337,16 @@ def mean_scores(runs: list[Scores]) -> Scores:
 IMPROVED: dict[str, Any] = {}
 #: The published algorithm (Kikuchi et al., 2022), reachable through arguments.
 PUBLISHED: dict[str, Any] = {"prior_fit": "fixed", "map_prior": "smoothed", "gain": 10.0}
-#: Equal-budget variants of BOREx: (prior, row label, arguments, model calls per window).
-BUDGET_VARIANTS: tuple[tuple[str, str, dict[str, Any], int], ...] = (
-    ("Grad-CAM", "", {}, 2),
-    ("Grad-CAM", ", delete queries", {"queries": "delete"}, 1),
-    ("Grad-CAM", ", keep on blur", {"keep_baselines": "blur"}, 2),
-    ("none", ", keep on blur", {"keep_baselines": "blur"}, 2),
+#: Equal-budget variants of BOREx: (prior, row label, arguments).
+BUDGET_VARIANTS: tuple[tuple[str, str, dict[str, Any]], ...] = (
+    ("Grad-CAM", "", {}),
+    ("Grad-CAM", ", delete queries", {"queries": "delete"}),
+    ("Grad-CAM", ", keep on blur", {"keep_baselines": "blur"}),
+    ("none", ", keep on blur", {"keep_baselines": "blur"}),
     (
         "Grad-CAM",
         ", keep on blur, smoothed map",
         {"keep_baselines": "blur", "map_prior": "smoothed"},
-        2,
     ),
 )
 
@@ -413,10 +412,15 @@ class Row:
     vs: Row | None = None
 
 
-def borex_iterations(budget: float, prior_calls: float, per_window: int = 2) -> int:
+def borex_iterations(budget: float, prior_calls: float, options: dict[str, Any]) -> int:
     """The most BOREx rounds (one window per round) whose calls fit in ``budget``: the
-    prior's, two before the first round and ``per_window`` a round."""
-    return max(1, int((budget - 2 - prior_calls) // per_window))
+    prior's, then per input the target check (which also scores the input), the baseline
+    check unless ``queries="delete"``, and two calls a round with ``queries="both"``, one
+    otherwise."""
+    queries = options.get("queries", "both")
+    before = 1 if queries == "delete" else 2
+    per_window = 2 if queries == "both" else 1
+    return max(1, int((budget - before - prior_calls) // per_window))
 
 
 def evaluate(task: Task, cfg: Config) -> list[Row]:
@@ -464,9 +468,9 @@ def evaluate(task: Task, cfg: Config) -> list[Row]:
     rise_runs: dict[int, list[tuple[Tensor, float]]] = {}
     for budget in sorted(budgets):
         w, s = budgets[budget]
-        for prior_name, label, options, per_window in BUDGET_VARIANTS:
+        for prior_name, label, options in BUDGET_VARIANTS:
             prior_maps, prior_calls = priors[prior_name]
-            n_iter = borex_iterations(budget, prior_calls, per_window)
+            n_iter = borex_iterations(budget, prior_calls, options)
             prior = None if prior_name == "none" else prior_maps
             runs = [
                 borex(task, prior, seed=seed, n_iter=n_iter, **IMPROVED, **options)

@@ -66,11 +66,15 @@ def target_scores(
             part_rows = rows[start : start + chunk]
             args = rows_of_args(additional_forward_args, part_rows, batch_size)
             output = forward_func(inputs[start : start + chunk], *(args or ()))
-            if apply_softmax:
-                output = torch.softmax(output, dim=1)
-            selected = _select_targets(output, rows_of_target(target, part_rows))
-            out.append(selected.reshape(len(part_rows)))
+            out.append(_scores_of(output, part_rows, target, apply_softmax))
     return torch.cat(out)
+
+
+def _scores_of(output: Tensor, rows: Tensor, target: TargetType, apply_softmax: bool) -> Tensor:
+    """The target's score in each row of a model's ``output`` for rows ``rows``."""
+    if apply_softmax:
+        output = torch.softmax(output, dim=1)
+    return _select_targets(output, rows_of_target(target, rows)).reshape(len(rows))
 
 
 def format_target_check(
@@ -129,7 +133,46 @@ def check_target(
         output = forward_func(
             inputs, *(_format_additional_forward_args(additional_forward_args) or ())
         )
-    if not isinstance(output, Tensor) or output.shape[:1] != inputs.shape[:1]:
+    _check_output(output, inputs.shape[0], target, inputs.shape[0], apply_softmax)
+
+
+def checked_target_scores(
+    forward_func: Callable[..., Tensor],
+    inputs: Tensor,
+    target: TargetType,
+    additional_forward_args: Any,
+    apply_softmax: bool,
+    internal_batch_size: int | None,
+) -> Tensor:
+    """:func:`check_target` and the target's score of every input, in one pass of the model
+    over the inputs, at most ``internal_batch_size`` at a time.
+
+    Returns:
+        ``(N,)`` the target's score (its softmax probability with ``apply_softmax``) for each
+        input.
+
+    Raises:
+        ValueError: as :func:`check_target`.
+    """
+    batch = inputs.shape[0]
+    chunk = internal_batch_size or batch
+    out = []
+    with torch.no_grad():
+        for start in range(0, batch, chunk):
+            rows = torch.arange(start, min(start + chunk, batch), device=inputs.device)
+            args = rows_of_args(additional_forward_args, rows, batch)
+            output = forward_func(inputs[start : start + chunk], *(args or ()))
+            _check_output(output, len(rows), target, batch, apply_softmax)
+            out.append(_scores_of(output, rows, target, apply_softmax))
+    return torch.cat(out)
+
+
+def _check_output(
+    output: Any, n_rows: int, target: TargetType, batch_size: int, apply_softmax: bool
+) -> None:
+    """Check a model's output for ``n_rows`` inputs of a batch of ``batch_size`` against
+    ``target`` (see :func:`check_target`)."""
+    if not isinstance(output, Tensor) or output.shape[:1] != (n_rows,):
         raise ValueError(
             "forward_func must return a tensor with one row per input, got "
             f"{getattr(output, 'shape', type(output).__name__)}"
@@ -146,4 +189,4 @@ def check_target(
             )
         return
     if output.dim() == 2:
-        format_target_check(target, output.shape[1], inputs.shape[0])
+        format_target_check(target, output.shape[1], batch_size)

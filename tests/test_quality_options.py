@@ -134,7 +134,7 @@ class Counting(torch.nn.Module):
 
 @pytest.mark.parametrize(
     "queries, keep_baselines, before",
-    [("both", None, 2), ("delete", None, 2), ("both", "blur", 2), ("keep", "blur", 3)],
+    [("both", None, 2), ("delete", None, 1), ("both", "blur", 2), ("keep", "blur", 2)],
 )
 def test_queries_cost_and_observe_what_they_say(cnn, shapes_val, queries, keep_baselines, before):
     images, labels, _ = shapes_val
@@ -152,9 +152,10 @@ def test_queries_cost_and_observe_what_they_say(cnn, shapes_val, queries, keep_b
         return_details=True,
     )
     assert torch.equal(x, x_before)
-    # Calls per input before the windows: the target check, then the baseline check (not
-    # for "delete", which makes no keep queries to warn about), then the reference score
-    # of the input ("delete") or of the keep baseline ("keep").
+    # Calls per input before the windows: the target check, which also scores the input
+    # (the reference of "delete"), then the baseline check (not for "delete", which makes
+    # no keep queries to warn about), which also scores the keep baseline (the reference of
+    # "keep").
     per_window = 2 if queries == "both" else 1
     assert model.seen == 3 * (before + 5 * per_window)
     # Replay the last window of each input: the score is tanh(gain * delta / 2).
@@ -177,6 +178,29 @@ def test_queries_cost_and_observe_what_they_say(cnn, shapes_val, queries, keep_b
             delta = (kept if queries == "both" else p(x)) - p(torch.where(inside, 0.0, x))
     expected = torch.tanh(2.0 * delta / 2)
     torch.testing.assert_close(details.scores[:, -1], expected, atol=1e-5, rtol=1e-4)
+
+
+class LargestBatch(torch.nn.Module):
+    """Records the largest batch a model sees."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model, self.largest = model, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.largest = max(self.largest, x.shape[0])
+        return self.model(x)
+
+
+@pytest.mark.parametrize("queries", ["both", "delete", "keep"])
+def test_internal_batch_size_bounds_every_pass(cnn, shapes_val, queries):
+    images, labels, _ = shapes_val
+    model = LargestBatch(cnn)
+    kwargs = dict(target=labels[:5], n_iter=2, seed=0, queries=queries)
+    bounded = BOREx(model).attribute(images[:5], internal_batch_size=2, **kwargs)
+    assert model.largest == 2
+    whole = BOREx(cnn).attribute(images[:5], **kwargs)
+    torch.testing.assert_close(bounded, whole, atol=1e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize(

@@ -24,7 +24,7 @@ from captum_borex._checks import (
     format_baselines,
     format_inputs,
 )
-from captum_borex._forward import check_target, target_scores
+from captum_borex._forward import checked_target_scores, target_scores
 from captum_borex._state import modules_of, preserved
 from captum_borex._substrates import Substrate, make_substrate
 from captum_borex.attr._priors import (
@@ -235,8 +235,9 @@ class BOREx(PerturbationAttribution):
                 instead of interpolating it from the acquisition lattice (which differs by
                 about 0.1% of the map's range at 224x224, see ``benchmarks/speed.py``).
                 Default: False
-            internal_batch_size: Largest batch passed to the model at once; None passes
-                every query of a round together (2 * N * windows_per_step with the default
+            internal_batch_size: Largest batch passed to the model at once, in every pass
+                (the checks before the first window too); None passes every query of a round
+                together (2 * N * windows_per_step with the default
                 ``queries``). Default: None
             prior_fit: The GP's prior mean of a window: the normalised prior ("fixed",
                 published) or ``a[size] + b * prior`` with an offset per window size and a
@@ -256,10 +257,12 @@ class BOREx(PerturbationAttribution):
             queries: What one window costs and observes: "both" (published) scores the
                 *delete* and the *keep* input, ``delta = s(keep) - s(delete)``; "delete" only
                 the first, ``delta = s(input) - s(delete)``, and "keep" only the second,
-                ``delta = s(keep) - s(baseline)``, at one model evaluation per window (plus
-                one per input for the reference score), so the same budget buys twice the
-                windows. "delete" makes no keep queries, so it skips the baseline warning.
-                Default: "both"
+                ``delta = s(keep) - s(baseline)``, at one model evaluation per window, so
+                the same budget buys twice the windows. The reference score comes from the
+                passes made before the first window: the target check scores the input, and
+                the baseline warning (or, with ``apply_softmax=False``, one more pass)
+                scores the baseline. "delete" makes no keep queries, so it
+                skips the baseline warning. Default: "both"
             keep_baselines: What surrounds a kept window in a *keep* query: None for
                 ``baselines`` (published), or what ``insertion_auc`` accepts as its
                 substrate -- "blur" (a Gaussian blur of each input, kernel 11, sigma 5, the
@@ -328,10 +331,22 @@ class BOREx(PerturbationAttribution):
                 if seed is not None:
                     torch.manual_seed(seed)
                 run_seed = seed if seed is not None else int(torch.randint(0, 2**62, (1,)))
-                check_target(self.forward_func, x, target, additional_forward_args, apply_softmax)
+                input_scores = checked_target_scores(
+                    self.forward_func,
+                    x,
+                    target,
+                    additional_forward_args,
+                    apply_softmax,
+                    internal_batch_size,
+                )
+                keep_scores = None
                 if apply_softmax and queries != "delete":
-                    _warn_if_baseline_is_the_target(
-                        self.forward_func, keep_base, target, additional_forward_args
+                    keep_scores = _warn_if_baseline_is_the_target(
+                        self.forward_func,
+                        keep_base,
+                        target,
+                        additional_forward_args,
+                        internal_batch_size,
                     )
                 raw_prior = compute_prior(
                     self.prior, x, target, additional_forward_args, prior_kwargs, prior_reduction
@@ -349,6 +364,7 @@ class BOREx(PerturbationAttribution):
                 apply_softmax,
                 internal_batch_size,
                 queries,
+                input_scores if queries == "delete" else keep_scores,
             )
             generator = torch.Generator().manual_seed(run_seed)
             bar = (
@@ -449,13 +465,23 @@ BASELINE_WARNING_PROBABILITY = 0.5
 
 
 def _warn_if_baseline_is_the_target(
-    forward_func: Callable[..., Tensor], base: Tensor, target: TargetType, args: Any
-) -> None:
+    forward_func: Callable[..., Tensor],
+    base: Tensor,
+    target: TargetType,
+    args: Any,
+    internal_batch_size: int | None,
+) -> Tensor:
     """Warn when the baseline alone already scores the target highly: every *keep* query
-    (the window on the baseline) then scores high wherever the window is."""
+    (the window on the baseline) then scores high wherever the window is.
+
+    Returns:
+        ``(N,)`` the target's probability for each input's baseline.
+    """
     batch = base.shape[0]
     rows = torch.arange(batch, device=base.device)
-    probability = target_scores(forward_func, base, rows, target, args, batch, True, None)
+    probability = target_scores(
+        forward_func, base, rows, target, args, batch, True, internal_batch_size
+    )
     high = probability >= BASELINE_WARNING_PROBABILITY
     if bool(high.any()):
         warnings.warn(
@@ -467,6 +493,7 @@ def _warn_if_baseline_is_the_target(
             UserWarning,
             stacklevel=4,
         )
+    return probability
 
 
 #: What a window query evaluates (see ``queries`` in :meth:`BOREx.attribute`).
@@ -488,7 +515,9 @@ class _WindowObjective:
     """Scores windows: ``tanh(gain * delta / 2)`` for each image's windows, where ``delta``
     is ``s(keep) - s(delete)`` (``"both"``), ``s(input) - s(delete)`` (``"delete"``) or
     ``s(keep) - s(baseline)`` (``"keep"``). A deleted window becomes ``baselines``; a kept
-    window is shown on ``keep_baselines``."""
+    window is shown on ``keep_baselines``. ``reference`` is ``s(input)`` (``"delete"``) or
+    ``s(baseline)`` (``"keep"``) where the caller has scored it already; None scores it here.
+    """
 
     def __init__(
         self,
@@ -503,6 +532,7 @@ class _WindowObjective:
         apply_softmax: bool,
         internal_batch_size: int | None,
         queries: str = "both",
+        reference: Tensor | None = None,
     ) -> None:
         self.forward_func = forward_func
         self.inputs = inputs
@@ -515,14 +545,14 @@ class _WindowObjective:
         self.apply_softmax = apply_softmax
         self.internal_batch_size = internal_batch_size
         self.queries = queries
-        self.reference: Tensor | None = None
-        if queries != "both":
+        self.reference = reference
+        if queries != "both" and reference is None:
             # One query per window: its score is compared with the unperturbed input's
-            # (delete) or the keep baselines' (keep), scored once here.
+            # (delete) or the keep baselines' (keep), scored once here unless given.
             batch = inputs.shape[0]
-            reference = inputs if queries == "delete" else keep_baselines
+            unperturbed = inputs if queries == "delete" else keep_baselines
             rows = torch.arange(batch, device=inputs.device)
-            self.reference = self._scores(reference, rows, batch)
+            self.reference = self._scores(unperturbed, rows, batch)
 
     def _scores(self, inputs: Tensor, rows: Tensor, batch: int) -> Tensor:
         return target_scores(
