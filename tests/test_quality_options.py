@@ -266,8 +266,10 @@ def test_the_baseline_warning_checks_the_keep_baselines():
     model = _DefaultsToClassZero()
     x = torch.rand(3, 3, 16, 16)
     kwargs = dict(target=0, n_iter=2, seed=0, window_sizes=(2, 3), baselines=1.0)
-    with pytest.warns(UserWarning, match="baseline alone gets probability"):
+    with pytest.warns(UserWarning, match="only the delete half of each query informs"):
         BOREx(model).attribute(x, keep_baselines=0.0, **kwargs)
+    with pytest.warns(UserWarning, match="their maps carry little information"):
+        BOREx(model).attribute(x, keep_baselines=0.0, queries="keep", **kwargs)
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         BOREx(model).attribute(x, keep_baselines="mean", **kwargs)

@@ -347,6 +347,7 @@ class BOREx(PerturbationAttribution):
                         target,
                         additional_forward_args,
                         internal_batch_size,
+                        only_keep_half=queries == "both" and keep_baselines is not None,
                     )
                 raw_prior = compute_prior(
                     self.prior, x, target, additional_forward_args, prior_kwargs, prior_reduction
@@ -470,9 +471,14 @@ def _warn_if_baseline_is_the_target(
     target: TargetType,
     args: Any,
     internal_batch_size: int | None,
+    only_keep_half: bool = False,
 ) -> Tensor:
     """Warn when the baseline alone already scores the target highly: every *keep* query
     (the window on the baseline) then scores high wherever the window is.
+
+    ``only_keep_half`` says that ``base`` is the keep baselines of queries that also delete
+    the window onto other baselines: the delete half still informs the map, and the warning
+    says so.
 
     Returns:
         ``(N,)`` the target's probability for each input's baseline.
@@ -484,12 +490,23 @@ def _warn_if_baseline_is_the_target(
     )
     high = probability >= BASELINE_WARNING_PROBABILITY
     if bool(high.any()):
-        warnings.warn(
+        opening = (
             f"the baseline alone gets probability >= {BASELINE_WARNING_PROBABILITY} for the "
-            "target on some inputs: BOREx's keep queries score high wherever the window is, "
-            "so their maps carry little information; pass baselines (or keep_baselines) that "
-            "the model does not take for the target (e.g. the mean image), or check which "
-            "inputs with the model's output on them",
+            "target on some inputs: BOREx's keep queries score high wherever the window is"
+        )
+        if only_keep_half:
+            advice = (
+                " (here the keep_baselines), so only the delete half of each query informs "
+                "those maps; queries='delete' buys them twice the windows for the same calls, "
+                "or pass keep_baselines that the model does not take for the target"
+            )
+        else:
+            advice = (
+                ", so their maps carry little information; pass baselines (or keep_baselines) "
+                "that the model does not take for the target (e.g. the mean image)"
+            )
+        warnings.warn(
+            opening + advice + ", or check which inputs with the model's output on them",
             UserWarning,
             stacklevel=4,
         )
