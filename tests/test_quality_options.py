@@ -270,6 +270,10 @@ def test_the_baseline_warning_checks_the_keep_baselines():
         BOREx(model).attribute(x, keep_baselines=0.0, **kwargs)
     with pytest.warns(UserWarning, match="their maps carry little information"):
         BOREx(model).attribute(x, keep_baselines=0.0, queries="keep", **kwargs)
+    # Keep baselines equal to the delete baselines leave no informative half.
+    same = dict(kwargs, baselines=0.0)
+    with pytest.warns(UserWarning, match="their maps carry little information"):
+        BOREx(model).attribute(x, keep_baselines=0.0, **same)
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         BOREx(model).attribute(x, keep_baselines="mean", **kwargs)

@@ -261,8 +261,8 @@ class BOREx(PerturbationAttribution):
                 the same budget buys twice the windows. The reference score comes from the
                 passes made before the first window: the target check scores the input, and
                 the baseline warning (or, with ``apply_softmax=False``, one more pass)
-                scores the baseline. "delete" makes no keep queries, so it
-                skips the baseline warning. Default: "both"
+                scores the baseline. "delete" makes no keep queries, so it skips the
+                baseline warning. Default: "both"
             keep_baselines: What surrounds a kept window in a *keep* query: None for
                 ``baselines`` (published), or what ``insertion_auc`` accepts as its
                 substrate -- "blur" (a Gaussian blur of each input, kernel 11, sigma 5, the
@@ -347,7 +347,7 @@ class BOREx(PerturbationAttribution):
                         target,
                         additional_forward_args,
                         internal_batch_size,
-                        only_keep_half=queries == "both" and keep_baselines is not None,
+                        only_keep_half=queries == "both" and not torch.equal(keep_base, base),
                     )
                 raw_prior = compute_prior(
                     self.prior, x, target, additional_forward_args, prior_kwargs, prior_reduction
