@@ -43,7 +43,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -320,11 +320,10 @@ def mean_scores(runs: list[Scores]) -> Scores:
     def mean(values: list[Tensor]) -> Tensor:
         return torch.stack(values).mean(0)
 
-    pointing = [r.pointing for r in runs if r.pointing is not None]
     return Scores(
         mean([r.deletion for r in runs]),
         mean([r.insertion for r in runs]),
-        mean(pointing) if len(pointing) == len(runs) else None,
+        None if runs[0].pointing is None else mean([cast(Tensor, r.pointing) for r in runs]),
         mean([r.entropy for r in runs]),
     )
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -122,18 +122,19 @@ def check_target(
     target: TargetType,
     additional_forward_args: Any,
     apply_softmax: bool,
+    internal_batch_size: int | None = None,
 ) -> None:
-    """Run the model once and check that ``target`` fits its output.
+    """Run the model once, at most ``internal_batch_size`` inputs at a time (None: all),
+    and check that ``target`` fits its output.
 
     Raises:
         ValueError: the model does not return one row per input, a class index is out of
             range, or ``target`` is None where the output needs one.
     """
-    with torch.no_grad():
-        output = forward_func(
-            inputs, *(_format_additional_forward_args(additional_forward_args) or ())
-        )
-    _check_output(output, inputs.shape[0], target, inputs.shape[0], apply_softmax)
+    for _ in _checked_outputs(
+        forward_func, inputs, target, additional_forward_args, apply_softmax, internal_batch_size
+    ):
+        pass
 
 
 def checked_target_scores(
@@ -144,8 +145,7 @@ def checked_target_scores(
     apply_softmax: bool,
     internal_batch_size: int | None,
 ) -> Tensor:
-    """:func:`check_target` and the target's score of every input, in one pass of the model
-    over the inputs, at most ``internal_batch_size`` at a time.
+    """:func:`check_target` and the target's score of every input, in the same pass.
 
     Returns:
         ``(N,)`` the target's score (its softmax probability with ``apply_softmax``) for each
@@ -154,17 +154,31 @@ def checked_target_scores(
     Raises:
         ValueError: as :func:`check_target`.
     """
+    outputs = _checked_outputs(
+        forward_func, inputs, target, additional_forward_args, apply_softmax, internal_batch_size
+    )
+    return torch.cat([_scores_of(output, rows, target, apply_softmax) for rows, output in outputs])
+
+
+def _checked_outputs(
+    forward_func: Callable[..., Tensor],
+    inputs: Tensor,
+    target: TargetType,
+    additional_forward_args: Any,
+    apply_softmax: bool,
+    internal_batch_size: int | None,
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """The model's output on each chunk of the inputs, with the chunk's rows, each checked
+    against ``target`` before it is given out."""
     batch = inputs.shape[0]
     chunk = internal_batch_size or batch
-    out = []
-    with torch.no_grad():
-        for start in range(0, batch, chunk):
-            rows = torch.arange(start, min(start + chunk, batch), device=inputs.device)
-            args = rows_of_args(additional_forward_args, rows, batch)
+    for start in range(0, batch, chunk):
+        rows = torch.arange(start, min(start + chunk, batch), device=inputs.device)
+        args = rows_of_args(additional_forward_args, rows, batch)
+        with torch.no_grad():
             output = forward_func(inputs[start : start + chunk], *(args or ()))
-            _check_output(output, len(rows), target, batch, apply_softmax)
-            out.append(_scores_of(output, rows, target, apply_softmax))
-    return torch.cat(out)
+        _check_output(output, len(rows), target, batch, apply_softmax)
+        yield rows, output
 
 
 def _check_output(

@@ -16,6 +16,25 @@ from captum_borex.synthetic import (
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
+class Recording(torch.nn.Module):
+    """Wraps a model and records the inputs it sees: how many, and the largest batch."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model, self.seen, self.largest = model, 0, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen += x.shape[0]
+        self.largest = max(self.largest, x.shape[0])
+        return self.model(x)
+
+
+@pytest.fixture
+def recording() -> type[Recording]:
+    """:class:`Recording`, to wrap a model in a test."""
+    return Recording
+
+
 @pytest.fixture(scope="session")
 def shapes_val() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Held-out synthetic images, labels and object masks."""

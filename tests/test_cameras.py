@@ -193,21 +193,9 @@ def test_matches_the_formula_image_by_image(
     assert expected.abs().max() > 0
 
 
-class LargestBatch(torch.nn.Module):
-    """Records the largest batch a model sees."""
-
-    def __init__(self, net: torch.nn.Module) -> None:
-        super().__init__()
-        self.net, self.largest = net, 0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.largest = max(self.largest, x.shape[0])
-        return self.net(x)
-
-
-def test_internal_batch_size_bounds_every_pass(smooth, data):
+def test_internal_batch_size_bounds_every_pass(smooth, data, recording):
     images, labels, _ = data
-    wrapped = LargestBatch(smooth)
+    wrapped = recording(smooth)
     CAMERAS(wrapped, smooth.features[-1]).attribute(
         images[:5], target=labels[:5], scales=(1, 2), internal_batch_size=2
     )

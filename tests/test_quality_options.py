@@ -120,27 +120,17 @@ def test_bad_option_values_raise(cnn, shapes_val, options, message):
         BOREx(cnn).attribute(images[:1], target=labels[:1], **FAST, **options)
 
 
-class Counting(torch.nn.Module):
-    """Counts the inputs a model sees."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.model, self.seen = model, 0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.seen += x.shape[0]
-        return self.model(x)
-
-
 @pytest.mark.parametrize(
     "queries, keep_baselines, before",
     [("both", None, 2), ("delete", None, 1), ("both", "blur", 2), ("keep", "blur", 2)],
 )
-def test_queries_cost_and_observe_what_they_say(cnn, shapes_val, queries, keep_baselines, before):
+def test_queries_cost_and_observe_what_they_say(
+    cnn, shapes_val, recording, queries, keep_baselines, before
+):
     images, labels, _ = shapes_val
     x, y = images[:3], labels[:3]
     x_before = x.clone()
-    model = Counting(cnn)
+    model = recording(cnn)
     details = BOREx(model).attribute(
         x,
         target=y,
@@ -180,22 +170,10 @@ def test_queries_cost_and_observe_what_they_say(cnn, shapes_val, queries, keep_b
     torch.testing.assert_close(details.scores[:, -1], expected, atol=1e-5, rtol=1e-4)
 
 
-class LargestBatch(torch.nn.Module):
-    """Records the largest batch a model sees."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.model, self.largest = model, 0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.largest = max(self.largest, x.shape[0])
-        return self.model(x)
-
-
 @pytest.mark.parametrize("queries", ["both", "delete", "keep"])
-def test_internal_batch_size_bounds_every_pass(cnn, shapes_val, queries):
+def test_internal_batch_size_bounds_every_pass(cnn, shapes_val, recording, queries):
     images, labels, _ = shapes_val
-    model = LargestBatch(cnn)
+    model = recording(cnn)
     kwargs = dict(target=labels[:5], n_iter=2, seed=0, queries=queries)
     bounded = BOREx(model).attribute(images[:5], internal_batch_size=2, **kwargs)
     assert model.largest == 2

@@ -365,7 +365,7 @@ class BOREx(PerturbationAttribution):
                 apply_softmax,
                 internal_batch_size,
                 queries,
-                input_scores if queries == "delete" else keep_scores,
+                {"delete": input_scores, "keep": keep_scores}.get(queries),
             )
             generator = torch.Generator().manual_seed(run_seed)
             bar = (

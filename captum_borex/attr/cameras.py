@@ -16,7 +16,7 @@ from captum.log import log_usage
 from torch import Tensor, nn
 
 from captum_borex._checks import check_callable, check_int, format_inputs
-from captum_borex._forward import checked_target_scores, rows_of_args, rows_of_target
+from captum_borex._forward import check_target, rows_of_args, rows_of_target
 from captum_borex._state import modules_of, preserved
 
 #: Default input scales: the input's side times 1, 1.5, ..., 4 (seven resolutions; 224 to
@@ -172,7 +172,7 @@ class CAMERAS(LayerAttribution, GradientAttribution):
             if x.is_inference():
                 x = x.clone()
             args = _clone_inference(additional_forward_args)
-            checked_target_scores(self.forward_func, x, target, args, False, chunk)
+            check_target(self.forward_func, x, target, args, False, chunk)
             if chunk >= batch:
                 parts = [(x, target, args)]
             else:
