@@ -162,8 +162,12 @@ CROPS = (
 )
 
 
-def photos_task(size: int, n_crops: int) -> Task | None:
-    """EfficientNet-Lite0 on the packaged photos, each also mirrored; None without the extra."""
+def photos_task(size: int, n_crops: int, cam_block: int | None = None) -> Task | None:
+    """EfficientNet-Lite0 on the packaged photos, each also mirrored; None without the extra.
+
+    Grad-CAM (and CAMERAS) read the network's last layer (stride 32), or the output of
+    block ``cam_block`` where given (blocks 8 to 10 have stride 16).
+    """
     try:
         model = load_model()
         images = []
@@ -176,14 +180,17 @@ def photos_task(size: int, n_crops: int) -> Task | None:
         return None
     x = torch.cat(images)
     crops = f", {n_crops} crops each" if n_crops > 1 else ""
+    cam_layer = model.net._bn1 if cam_block is None else model.net._blocks[cam_block]
+    layer = "" if cam_block is None else f"; Grad-CAM at block {cam_block}"
     return Task(
         "photos",
         model,
         x,
         predicted(model, x),
         None,
-        model.net._bn1,
-        note=f"{len(PHOTOS)} photos{crops}, each also mirrored: {len(x)} images {size}x{size}",
+        cam_layer,
+        note=f"{len(PHOTOS)} photos{crops}, each also mirrored: {len(x)} images {size}x{size}"
+        + layer,
     )
 
 
@@ -622,6 +629,13 @@ def main() -> None:
     parser.add_argument("--photo-size", type=int, default=None, help="photo side in pixels")
     parser.add_argument("--photo-crops", type=int, default=None, help="crops of each photo")
     parser.add_argument(
+        "--photo-cam-block",
+        type=int,
+        default=None,
+        help="EfficientNet block (0-15) whose output Grad-CAM reads on the photos "
+        "(default: the last layer)",
+    )
+    parser.add_argument(
         "--budget-only", action="store_true", help="only the equal-budget rows (faster)"
     )
     parser.add_argument(
@@ -633,6 +647,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.seeds < 1:
         parser.error(f"--seeds must be at least 1, got {args.seeds}")
+    if args.photo_cam_block is not None and not 0 <= args.photo_cam_block <= 15:
+        parser.error(f"--photo-cam-block must be between 0 and 15, got {args.photo_cam_block}")
     # The shapes model takes any blank image for the X class, and some blurred photos stay
     # recognisable: the baseline warning would fire on every run; the tables say what it costs.
     warnings.filterwarnings("ignore", message="the baseline alone gets probability")
@@ -657,7 +673,7 @@ def main() -> None:
         elif name == "digits":
             task = digits_task(cfg.n_images)
         else:
-            task = photos_task(cfg.photo_size, cfg.photo_crops)
+            task = photos_task(cfg.photo_size, cfg.photo_crops, args.photo_cam_block)
             if task is None:
                 continue
         task = task.to(device)
