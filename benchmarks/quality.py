@@ -166,7 +166,7 @@ def photos_task(size: int, n_crops: int, cam_block: int | None = None) -> Task |
     """EfficientNet-Lite0 on the packaged photos, each also mirrored; None without the extra.
 
     Grad-CAM (and CAMERAS) read the network's last layer (stride 32), or the output of
-    block ``cam_block`` where given (blocks 8 to 10 have stride 16).
+    block ``cam_block`` where given (blocks 5 to 10 have stride 16).
     """
     try:
         model = load_model()
