@@ -471,9 +471,9 @@ def evaluate(task: Task, cfg: Config) -> list[Row]:
         budgets[int(cached_occlusion(w, s)[1])] = (w, s)
     priors = {"Grad-CAM": cam, "none": flat}
     seeds = range(cfg.seeds)
-    rise_runs: dict[int, list[tuple[Tensor, float]]] = {}
     for budget in sorted(budgets):
         w, s = budgets[budget]
+        rise_runs = [rise(task, budget, seed) for seed in seeds]
         for prior_name, label, options in BUDGET_VARIANTS:
             prior_maps, prior_calls = priors[prior_name]
             n_iter = borex_iterations(budget, prior_calls, options)
@@ -486,9 +486,7 @@ def evaluate(task: Task, cfg: Config) -> list[Row]:
             ours = seeded_row(name, "budget", [(m, c + prior_calls) for m, c in runs])
             rows.append(ours)
             rows.append(row(f"Occlusion {w}/{s}", "budget", cached_occlusion(w, s), ours))
-            if budget not in rise_runs:
-                rise_runs[budget] = [rise(task, budget, seed) for seed in seeds]
-            rows.append(seeded_row(f"RISE-{budget}", "budget", rise_runs[budget], ours))
+            rows.append(seeded_row(f"RISE-{budget}", "budget", rise_runs, ours))
     return rows
 
 

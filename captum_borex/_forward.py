@@ -59,15 +59,29 @@ def target_scores(
     Returns:
         ``(B,)`` scores.
     """
+    outputs = _chunked_outputs(
+        forward_func, inputs, rows, additional_forward_args, batch_size, internal_batch_size
+    )
+    return torch.cat([_scores_of(output, part, target, apply_softmax) for part, output in outputs])
+
+
+def _chunked_outputs(
+    forward_func: Callable[..., Tensor],
+    inputs: Tensor,
+    rows: Tensor,
+    additional_forward_args: Any,
+    batch_size: int,
+    internal_batch_size: int | None,
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """The model's output (without gradients) on each chunk of at most
+    ``internal_batch_size`` inputs (None: all), with the chunk's ``rows``."""
     chunk = internal_batch_size or inputs.shape[0]
-    out = []
-    with torch.no_grad():
-        for start in range(0, inputs.shape[0], chunk):
-            part_rows = rows[start : start + chunk]
-            args = rows_of_args(additional_forward_args, part_rows, batch_size)
+    for start in range(0, inputs.shape[0], chunk):
+        part = rows[start : start + chunk]
+        args = rows_of_args(additional_forward_args, part, batch_size)
+        with torch.no_grad():
             output = forward_func(inputs[start : start + chunk], *(args or ()))
-            out.append(_scores_of(output, part_rows, target, apply_softmax))
-    return torch.cat(out)
+        yield part, output
 
 
 def _scores_of(output: Tensor, rows: Tensor, target: TargetType, apply_softmax: bool) -> Tensor:
@@ -171,14 +185,12 @@ def _checked_outputs(
     """The model's output on each chunk of the inputs, with the chunk's rows, each checked
     against ``target`` before it is given out."""
     batch = inputs.shape[0]
-    chunk = internal_batch_size or batch
-    for start in range(0, batch, chunk):
-        rows = torch.arange(start, min(start + chunk, batch), device=inputs.device)
-        args = rows_of_args(additional_forward_args, rows, batch)
-        with torch.no_grad():
-            output = forward_func(inputs[start : start + chunk], *(args or ()))
-        _check_output(output, len(rows), target, batch, apply_softmax)
-        yield rows, output
+    rows = torch.arange(batch, device=inputs.device)
+    for part, output in _chunked_outputs(
+        forward_func, inputs, rows, additional_forward_args, batch, internal_batch_size
+    ):
+        _check_output(output, len(part), target, batch, apply_softmax)
+        yield part, output
 
 
 def _check_output(
