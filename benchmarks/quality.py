@@ -354,6 +354,11 @@ BUDGET_VARIANTS: tuple[tuple[str, str, dict[str, Any]], ...] = (
         ", keep on blur, smoothed map",
         {"keep_baselines": "blur", "map_prior": "smoothed"},
     ),
+    (
+        "Grad-CAM",
+        ", keep on blur, map from both + delete",
+        {"keep_baselines": "blur", "map_from": ("both", "delete")},
+    ),
 )
 
 

@@ -60,6 +60,7 @@ def test_defaults_are_the_improved_options_and_published_is_reachable(cnn, shape
         dict(IMPROVED, prior_fit_strength=10.0, windows_per_step=2),
         dict(queries="delete"),
         dict(queries="keep", windows_per_step=2),
+        dict(map_from=("both", "delete", "keep"), windows_per_step=2),
     ],
 )
 def test_options_give_finite_maps_of_the_input_shape(cnn, shapes_val, options):
@@ -168,6 +169,93 @@ def test_queries_cost_and_observe_what_they_say(
             delta = (kept if queries == "both" else p(x)) - p(torch.where(inside, 0.0, x))
     expected = torch.tanh(2.0 * delta / 2)
     torch.testing.assert_close(details.scores[:, -1], expected, atol=1e-5, rtol=1e-4)
+
+
+def _mean_ranks(*maps: torch.Tensor) -> torch.Tensor:
+    """Each pixel's rank within its image in [0, 1] (ties share their mean), averaged."""
+    out = []
+    for m in maps:
+        flat = m[:, 0].flatten(1)
+        below = (flat.unsqueeze(1) < flat.unsqueeze(2)).sum(2).double()
+        not_above = (flat.unsqueeze(1) <= flat.unsqueeze(2)).sum(2).double()
+        out.append(((below + not_above - 1) / 2 / (flat.shape[1] - 1)).view_as(m[:, 0]))
+    return torch.stack(out).mean(0)
+
+
+@pytest.mark.filterwarnings("ignore:the baseline alone gets probability")
+def test_map_from_rebuilds_the_named_evidence_without_changing_the_search(
+    cnn, shapes_val, recording
+):
+    images, labels, _ = shapes_val
+    x, y = images[:3], labels[:3]
+    kwargs = dict(target=y, n_iter=5, seed=0, keep_baselines="blur", return_details=True)
+    model = recording(cnn)
+    borex = BOREx(model, prior=Saliency(cnn))
+    plain = borex.attribute(x, **kwargs)
+    plain_calls = model.seen
+    assert torch.equal(
+        borex.attribute(x, map_from="both", **kwargs).attributions, plain.attributions
+    )
+    single = {name: borex.attribute(x, map_from=name, **kwargs) for name in ("delete", "keep")}
+    model.seen = 0
+    combined = borex.attribute(x, map_from=("both", "delete"), **kwargs)
+    # The same windows and observations from the same model calls; only the map differs.
+    assert model.seen == plain_calls
+    for details in (*single.values(), combined):
+        assert torch.equal(details.centres, plain.centres)
+        assert torch.equal(details.scores, plain.scores)
+        assert torch.equal(details.uncertainty, plain.uncertainty)
+    delete, keep = single["delete"].attributions, single["keep"].attributions
+    assert not torch.allclose(delete, plain.attributions)
+    assert not torch.allclose(delete, keep)
+    # The maps are combined before the cast to the inputs' float32, which can split or
+    # merge near-ties: ranks agree to one place.
+    expected = _mean_ranks(plain.attributions, delete)
+    torch.testing.assert_close(combined.attributions[:, 0], expected.float(), atol=1 / 1023, rtol=0)
+    assert torch.equal(combined.attributions[:, 0], combined.attributions[:, 2])
+    assert combined.attributions.min() >= 0 and combined.attributions.max() <= 1
+
+
+def test_map_from_evidence_tracks_its_own_observations(cnn, shapes_val):
+    """A window whose deletion costs more gets a higher delete-evidence map: the map's mean
+    over each queried window rises with that window's observed delete evidence."""
+    images, labels, _ = shapes_val
+    x, y = images[:4], labels[:4]
+    details = BOREx(cnn).attribute(
+        x, target=y, n_iter=12, seed=0, map_from="delete", return_details=True
+    )
+    with torch.no_grad():
+        probability = torch.softmax(cnn(x), 1)[torch.arange(4), y]
+    for i in range(4):
+        means, observed = [], []
+        for (r, c), (h, _) in zip(details.centres[i].tolist(), details.half_sizes[i].tolist()):
+            r0, c0 = max(int(r - h), 0), max(int(c - h), 0)
+            window = (slice(None), slice(r0, int(r + h)), slice(c0, int(c + h)))
+            means.append(details.attributions[i][window].mean())
+            deleted = x[i : i + 1].clone()
+            deleted[(slice(None), *window)] = 0.0
+            with torch.no_grad():
+                observed.append(probability[i] - torch.softmax(cnn(deleted), 1)[0, y[i]])
+        means, observed = torch.stack(means), torch.stack(observed)
+        assert torch.corrcoef(torch.stack([means, observed]))[0, 1] > 0.5
+
+
+@pytest.mark.parametrize(
+    "options, error, message",
+    [
+        (dict(map_from="insert"), ValueError, "map_from must be one of"),
+        (dict(map_from=("both", "both")), ValueError, "each evidence once"),
+        (dict(map_from=()), ValueError, "each evidence once"),
+        (dict(map_from=3), TypeError, "map_from must be None, a string or a sequence"),
+        (dict(map_from=("delete", 1)), TypeError, "map_from"),
+        (dict(map_from="keep", queries="delete"), ValueError, "needs keep queries"),
+        (dict(map_from="both", queries="keep"), ValueError, "needs delete and keep queries"),
+    ],
+)
+def test_bad_map_from_raises(cnn, shapes_val, options, error, message):
+    images, labels, _ = shapes_val
+    with pytest.raises(error, match=message):
+        BOREx(cnn).attribute(images[:1], target=labels[:1], **FAST, **options)
 
 
 @pytest.mark.parametrize("queries", ["both", "delete", "keep"])

@@ -159,6 +159,7 @@ class BOREx(PerturbationAttribution):
         map_prior: Literal["smoothed", "sharp"] = "sharp",
         queries: Literal["both", "delete", "keep"] = "both",
         keep_baselines: Substrate | tuple[Tensor, ...] | None = None,
+        map_from: str | Sequence[str] | None = None,
     ) -> Tensor | tuple[Tensor, ...] | BORExDetails:
         r"""Refine the prior's map of every input by ``n_iter`` rounds of window queries.
 
@@ -269,6 +270,21 @@ class BOREx(PerturbationAttribution):
                 canvas of RISE's insertion measure), "mean", "zeros", a number, a tensor
                 broadcastable to the inputs or a callable ``inputs -> tensor``. The
                 baseline warning then checks these. Default: None
+            map_from: Which observations the map is built from: None for those the GP is
+                fitted to (``queries``, published), or one or several of "both" (``s(keep) -
+                s(delete)``), "delete" (``s(input) - s(delete)``) and "keep" (``s(keep) -
+                s(baseline)``) that the queries observe ("both" and "keep" need keep
+                queries, "both" and "delete" delete queries). Each is rebuilt as a map from
+                the same windows and length scales with its own fitted prior mean, at no
+                extra model call (the reference scores come from the passes made before
+                the first window); several are combined by averaging each pixel's rank
+                within its input (0 for the lowest pixel, 1 for the highest), so the map
+                then lies in [0, 1]. With ``keep_baselines="blur"``,
+                ``("both", "delete")`` ranks first the pixels that both kinds of evidence
+                put high: on photos it won back part of the deletion that the blurred keep
+                queries cost and kept most of their insertion; on the synthetic shapes it
+                cost deletion (see the README's *Quality*). The search follows ``queries``
+                whatever this says. Default: None
 
             ``prior_fit="fixed", map_prior="smoothed", gain=10.0`` is the published
             algorithm (the speed options aside); the defaults keep a strong prior from being
@@ -306,6 +322,7 @@ class BOREx(PerturbationAttribution):
         prior_scale = check_positive(prior_scale, "prior_scale")
         gain = check_positive(gain, "gain")
         check_choice(queries, "queries", QUERIES)
+        sources = _map_sources(map_from, queries)
         if not (callable(prior_reduction) or prior_reduction in REDUCTIONS):
             raise ValueError(
                 f"prior_reduction must be one of {REDUCTIONS} or a callable, "
@@ -365,7 +382,9 @@ class BOREx(PerturbationAttribution):
                 apply_softmax,
                 internal_batch_size,
                 queries,
-                {"delete": input_scores, "keep": keep_scores}.get(queries),
+                input_scores,
+                keep_scores,
+                tuple(s for s in sources if s != queries),
             )
             generator = torch.Generator().manual_seed(run_seed)
             bar = (
@@ -387,7 +406,8 @@ class BOREx(PerturbationAttribution):
                 if bar is not None:
                     bar.close()
 
-        maps = result.mean_map.to(x.dtype).unsqueeze(1).expand_as(x).contiguous()
+        maps = _combined_map(result.mean_map, result.extra_maps, sources, queries)
+        maps = maps.to(x.dtype).unsqueeze(1).expand_as(x).contiguous()
         attributions = (maps,) if is_tuple else maps
         if not return_details:
             return attributions
@@ -515,6 +535,56 @@ def _warn_if_baseline_is_the_target(
 
 #: What a window query evaluates (see ``queries`` in :meth:`BOREx.attribute`).
 QUERIES = ("both", "delete", "keep")
+#: The perturbed inputs each kind of evidence needs: deleted and / or kept windows.
+NEEDS = {"both": {"delete", "keep"}, "delete": {"delete"}, "keep": {"keep"}}
+
+
+def _map_sources(map_from: Any, queries: str) -> tuple[str, ...]:
+    """The evidence the map is built from (see ``map_from`` in :meth:`BOREx.attribute`).
+
+    Raises:
+        TypeError: not None, a string or a sequence of strings.
+        ValueError: an unknown or repeated name, or evidence the queries do not observe.
+    """
+    if map_from is None:
+        return (queries,)
+    names = (map_from,) if isinstance(map_from, str) else map_from
+    if not isinstance(names, Sequence) or not all(isinstance(n, str) for n in names):
+        raise TypeError(
+            f"map_from must be None, a string or a sequence of strings, got {map_from!r}"
+        )
+    if len(names) == 0 or len(set(names)) != len(names):
+        raise ValueError(f"map_from must name each evidence once, got {map_from!r}")
+    for name in names:
+        check_choice(name, "map_from", QUERIES)
+        if not NEEDS[name] <= NEEDS[queries]:
+            raise ValueError(
+                f"map_from={name!r} needs {' and '.join(sorted(NEEDS[name]))} queries, but "
+                f"queries={queries!r} makes only {' and '.join(sorted(NEEDS[queries]))} queries"
+            )
+    return tuple(names)
+
+
+def _combined_map(
+    mean_map: Tensor, extra_maps: Tensor | None, sources: tuple[str, ...], queries: str
+) -> Tensor:
+    """The map of ``sources``: one map as it is, several by their mean rank per input."""
+    extras = iter(extra_maps.unbind(1) if extra_maps is not None else ())
+    maps = [mean_map if source == queries else next(extras) for source in sources]
+    if len(maps) == 1:
+        return maps[0]
+    return torch.stack([_ranks(m) for m in maps]).mean(0)
+
+
+def _ranks(maps: Tensor) -> Tensor:
+    """Each value's rank within its input, scaled to [0, 1]; tied values share their mean
+    rank."""
+    flat = maps.flatten(1)
+    ordered = flat.sort(1).values
+    below = torch.searchsorted(ordered, flat.contiguous(), right=False)
+    up_to = torch.searchsorted(ordered, flat.contiguous(), right=True)
+    rank = (below + up_to - 1).to(torch.float64) / 2
+    return (rank / max(flat.shape[1] - 1, 1)).view_as(maps)
 
 
 def _keep_baselines(keep_baselines: Any, baselines: Tensor, inputs: Tensor) -> Tensor:
@@ -532,8 +602,10 @@ class _WindowObjective:
     """Scores windows: ``tanh(gain * delta / 2)`` for each image's windows, where ``delta``
     is ``s(keep) - s(delete)`` (``"both"``), ``s(input) - s(delete)`` (``"delete"``) or
     ``s(keep) - s(baseline)`` (``"keep"``). A deleted window becomes ``baselines``; a kept
-    window is shown on ``keep_baselines``. ``reference`` is ``s(input)`` (``"delete"``) or
-    ``s(baseline)`` (``"keep"``) where the caller has scored it already; None scores it here.
+    window is shown on ``keep_baselines``. ``input_scores`` and ``keep_scores`` are
+    ``s(input)`` and ``s(keep_baselines)`` where the caller has scored them already; None
+    scores them here when needed. ``extra`` names more kinds of evidence to return for the
+    same windows, from the same model calls (see :data:`~captum_borex.bo.optimizer.Objective`).
     """
 
     def __init__(
@@ -549,7 +621,9 @@ class _WindowObjective:
         apply_softmax: bool,
         internal_batch_size: int | None,
         queries: str = "both",
-        reference: Tensor | None = None,
+        input_scores: Tensor | None = None,
+        keep_scores: Tensor | None = None,
+        extra: tuple[str, ...] = (),
     ) -> None:
         self.forward_func = forward_func
         self.inputs = inputs
@@ -562,14 +636,18 @@ class _WindowObjective:
         self.apply_softmax = apply_softmax
         self.internal_batch_size = internal_batch_size
         self.queries = queries
-        self.reference = reference
-        if queries != "both" and reference is None:
-            # One query per window: its score is compared with the unperturbed input's
-            # (delete) or the keep baselines' (keep), scored once here unless given.
-            batch = inputs.shape[0]
-            unperturbed = inputs if queries == "delete" else keep_baselines
-            rows = torch.arange(batch, device=inputs.device)
-            self.reference = self._scores(unperturbed, rows, batch)
+        self.extra = extra
+        evidence = {queries, *extra}
+        batch = inputs.shape[0]
+        rows = torch.arange(batch, device=inputs.device)
+        # Evidence from one kind of query compares it with the unperturbed input (delete)
+        # or the keep baselines (keep), scored once here unless given.
+        if "delete" in evidence and input_scores is None:
+            input_scores = self._scores(inputs, rows, batch)
+        if "keep" in evidence and keep_scores is None:
+            keep_scores = self._scores(keep_baselines, rows, batch)
+        self.input_scores = input_scores
+        self.keep_scores = keep_scores
 
     def _scores(self, inputs: Tensor, rows: Tensor, batch: int) -> Tensor:
         return target_scores(
@@ -583,25 +661,34 @@ class _WindowObjective:
             self.internal_batch_size,
         )
 
-    def __call__(self, combos: Tensor, centres: Tensor) -> Tensor:
+    def __call__(self, combos: Tensor, centres: Tensor) -> Tensor | tuple[Tensor, Tensor]:
         batch, q = combos.shape
         rows = torch.arange(batch, device=self.inputs.device).repeat_interleave(q)
         masks = self.space.masks(combos.reshape(-1), centres.reshape(batch * q, -1)).unsqueeze(1)
         x = self.inputs[rows]
-        perturbed = []
-        if self.queries != "keep":
-            perturbed.append(torch.where(masks, self.baselines[rows], x))
-        if self.queries != "delete":
-            perturbed.append(torch.where(masks, x, self.keep_baselines[rows]))
-        scores = self._scores(torch.cat(perturbed), rows.repeat(len(perturbed)), batch)
-        if self.queries == "both":
-            deleted, kept = scores.chunk(2)
-            delta = kept - deleted
-        elif self.queries == "delete":
-            delta = cast(Tensor, self.reference)[rows] - scores
-        else:
-            delta = scores - cast(Tensor, self.reference)[rows]
-        return torch.tanh(self.gain * delta.view(batch, q).to(torch.float64) / 2)
+        perturbed = {}
+        if "delete" in NEEDS[self.queries]:
+            perturbed["delete"] = torch.where(masks, self.baselines[rows], x)
+        if "keep" in NEEDS[self.queries]:
+            perturbed["keep"] = torch.where(masks, x, self.keep_baselines[rows])
+        scores = self._scores(
+            torch.cat(list(perturbed.values())), rows.repeat(len(perturbed)), batch
+        )
+        observed = dict(zip(perturbed, scores.chunk(len(perturbed))))
+
+        def evidence(name: str) -> Tensor:
+            if name == "both":
+                delta = observed["keep"] - observed["delete"]
+            elif name == "delete":
+                delta = cast(Tensor, self.input_scores)[rows] - observed["delete"]
+            else:
+                delta = observed["keep"] - cast(Tensor, self.keep_scores)[rows]
+            return torch.tanh(self.gain * delta.view(batch, q).to(torch.float64) / 2)
+
+        y = evidence(self.queries)
+        if not self.extra:
+            return y
+        return y, torch.stack([evidence(name) for name in self.extra], -1)
 
 
 def _cuda_devices(x: Tensor) -> list[int]:

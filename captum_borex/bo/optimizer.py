@@ -23,8 +23,10 @@ from captum_borex.bo.reconstruction import (
 from captum_borex.bo.surrogate import GridPosterior, as_lengthscale, fit_lengthscales, make_kernel
 from captum_borex.bo.windows import WindowGrid, WindowSpace
 
-#: Scores windows: ``objective(combos (N, q), centres (N, q, D)) -> y (N, q)``.
-Objective = Callable[[Tensor, Tensor], Tensor]
+#: Scores windows: ``objective(combos (N, q), centres (N, q, D)) -> y (N, q)``, or
+#: ``(y, extra)`` with ``extra (N, q, K)``: K more quantities observed at the same windows,
+#: each rebuilt as a map at the end (see :attr:`BOResult.extra_maps`) without steering the search.
+Objective = Callable[[Tensor, Tensor], Tensor | tuple[Tensor, Tensor]]
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,9 @@ class BOResult:
         centres: ``(N, n, D)`` centre of every queried window.
         scores: ``(N, n)`` objective value of every queried window.
         lengthscale: ``(N, d)`` final length scales.
+        extra_maps: ``(N, K, *shape)`` a map per extra observation of the objective (see
+            :data:`Objective`), rebuilt like ``mean_map`` from the same windows and length
+            scales, with its own fitted prior mean; None when the objective has none.
         seconds: Wall time spent in the objective (building perturbed inputs, the model)
             and in the optimiser itself (everything else).
     """
@@ -85,6 +90,7 @@ class BOResult:
     scores: Tensor
     lengthscale: Tensor = field(repr=False)
     seconds: dict[str, float] = field(default_factory=dict)
+    extra_maps: Tensor | None = None
 
 
 def prior_table(prior: Tensor, space: WindowSpace, how: str) -> Tensor:
@@ -165,7 +171,8 @@ def optimise(
         kernel, settings.noise, grid.features, raw_grid_prior, settings.n_iter * q, grid.lattice
     )
     rows = torch.arange(batch, device=device)
-    all_combos, all_centres, all_scores, all_raw = [], [], [], []
+    all_combos, all_centres, all_scores, all_raw, all_extra = [], [], [], [], []
+    refitted = settings.prior_fit == "affine"
     prior_power = raw_table.pow(2).mean(1)
     started_at, objective_seconds = time.perf_counter(), 0.0
 
@@ -193,7 +200,11 @@ def optimise(
         combos = torch.stack(step_combos, 1)
         centres = torch.stack(step_centres, 1)
         started = time.perf_counter()
-        scores = objective(combos, centres).to(device=device, dtype=torch.float64)
+        observed_now = objective(combos, centres)
+        if isinstance(observed_now, tuple):
+            observed_now, extra = observed_now
+            all_extra.append(extra.to(device=device, dtype=torch.float64))
+        scores = observed_now.to(device=device, dtype=torch.float64)
         objective_seconds += time.perf_counter() - started
         all_combos.append(combos)
         all_centres.append(centres)
@@ -201,7 +212,6 @@ def optimise(
         all_raw.append(raw_table.gather(1, _flat_index(space, combos, centres)))
         observed, observed_raw = torch.cat(all_scores, 1), torch.cat(all_raw, 1)
         observed_combos = torch.cat(all_combos, 1)
-        refitted = settings.prior_fit == "affine"
         if refitted:
             coef = fit_prior_coefficients(
                 observed_raw,
@@ -226,21 +236,48 @@ def optimise(
 
     table_combos = torch.arange(space.n_combos, device=device)
     table_combos = table_combos.repeat_interleave(raw_table.shape[1] // space.n_combos)
-    table = _calibrated(raw_table, coef, table_combos)
-    correction, std = _posterior_maps(
-        posterior,
-        space,
-        table,
-        _calibrated(raw_grid_prior, coef, grid.combos),
-        stride,
-        settings.exact_map,
-        uncertainty,
-    )
+
+    def rebuilt(coef: Tensor, with_std: bool) -> tuple[Tensor, Tensor | None]:
+        """The map (and its standard deviation) of the posterior as it stands."""
+        correction, std = _posterior_maps(
+            posterior,
+            space,
+            _calibrated(raw_table, coef, table_combos),
+            _calibrated(raw_grid_prior, coef, grid.combos),
+            stride,
+            settings.exact_map,
+            with_std,
+        )
+        mean = _prior_map(prior, raw_table, coef, space, settings)
+        return mean + windows_to_map(correction, space), (
+            None if std is None else windows_to_map(std, space)
+        )
+
+    mean_map, std_map = rebuilt(coef, uncertainty)
+    extra_maps = None
+    if all_extra:
+        maps = []
+        for values in torch.cat(all_extra, 1).unbind(-1):
+            extra_coef = coef
+            if refitted:
+                extra_coef = fit_prior_coefficients(
+                    observed_raw,
+                    observed_combos,
+                    values,
+                    space.n_combos,
+                    prior_power,
+                    settings.prior_fit_strength,
+                )
+            posterior.set_residuals(
+                values - _calibrated(observed_raw, extra_coef, observed_combos),
+                _calibrated(raw_grid_prior, extra_coef, grid.combos),
+            )
+            maps.append(rebuilt(extra_coef, False)[0])
+        extra_maps = torch.stack(maps, 1)
     combos = torch.cat(all_combos, 1)
     return BOResult(
-        mean_map=_prior_map(prior, raw_table, coef, space, settings)
-        + windows_to_map(correction, space),
-        std_map=None if std is None else windows_to_map(std, space),
+        mean_map=mean_map,
+        std_map=std_map,
         half_sizes=space.combos.to(device)[combos],
         centres=torch.cat(all_centres, 1),
         scores=torch.cat(all_scores, 1),
@@ -249,6 +286,7 @@ def optimise(
             "objective": objective_seconds,
             "optimiser": time.perf_counter() - started_at - objective_seconds,
         },
+        extra_maps=extra_maps,
     )
 
 
