@@ -359,6 +359,11 @@ BUDGET_VARIANTS: tuple[tuple[str, str, dict[str, Any]], ...] = (
         ", keep on blur, map from both + delete",
         {"keep_baselines": "blur", "map_from": ("both", "delete")},
     ),
+    (
+        "Grad-CAM",
+        ", keep on blur, map from both + 3 x delete",
+        {"keep_baselines": "blur", "map_from": {"both": 1.0, "delete": 3.0}},
+    ),
 )
 
 

@@ -171,15 +171,17 @@ def test_queries_cost_and_observe_what_they_say(
     torch.testing.assert_close(details.scores[:, -1], expected, atol=1e-5, rtol=1e-4)
 
 
-def _mean_ranks(*maps: torch.Tensor) -> torch.Tensor:
-    """Each pixel's rank within its image in [0, 1] (ties share their mean), averaged."""
+def _mean_ranks(maps: list[torch.Tensor], weights: list[float]) -> torch.Tensor:
+    """Each pixel's rank within its image in [0, 1] (ties share their mean), averaged with
+    ``weights``."""
     out = []
-    for m in maps:
+    for m, weight in zip(maps, weights):
         flat = m[:, 0].flatten(1)
         below = (flat.unsqueeze(1) < flat.unsqueeze(2)).sum(2).double()
         not_above = (flat.unsqueeze(1) <= flat.unsqueeze(2)).sum(2).double()
-        out.append(((below + not_above - 1) / 2 / (flat.shape[1] - 1)).view_as(m[:, 0]))
-    return torch.stack(out).mean(0)
+        ranks = (below + not_above - 1) / 2 / (flat.shape[1] - 1)
+        out.append(weight * ranks.view_as(m[:, 0]))
+    return torch.stack(out).sum(0) / sum(weights)
 
 
 @pytest.mark.filterwarnings("ignore:the baseline alone gets probability")
@@ -201,7 +203,8 @@ def test_map_from_rebuilds_the_named_evidence_without_changing_the_search(
     combined = borex.attribute(x, map_from=("both", "delete"), **kwargs)
     # The same windows and observations from the same model calls; only the map differs.
     assert model.seen == plain_calls
-    for details in (*single.values(), combined):
+    weighted = borex.attribute(x, map_from={"both": 1.0, "delete": 3}, **kwargs)
+    for details in (*single.values(), combined, weighted):
         assert torch.equal(details.centres, plain.centres)
         assert torch.equal(details.scores, plain.scores)
         assert torch.equal(details.uncertainty, plain.uncertainty)
@@ -210,8 +213,11 @@ def test_map_from_rebuilds_the_named_evidence_without_changing_the_search(
     assert not torch.allclose(delete, keep)
     # The maps are combined before the cast to the inputs' float32, which can split or
     # merge near-ties: ranks agree to one place.
-    expected = _mean_ranks(plain.attributions, delete)
-    torch.testing.assert_close(combined.attributions[:, 0], expected.float(), atol=1 / 1023, rtol=0)
+    for details, weights in ((combined, [1.0, 1.0]), (weighted, [1.0, 3.0])):
+        expected = _mean_ranks([plain.attributions, delete], weights)
+        torch.testing.assert_close(
+            details.attributions[:, 0], expected.float(), atol=1 / 1023, rtol=0
+        )
     assert torch.equal(combined.attributions[:, 0], combined.attributions[:, 2])
     assert combined.attributions.min() >= 0 and combined.attributions.max() <= 1
 
@@ -246,7 +252,10 @@ def test_map_from_evidence_tracks_its_own_observations(cnn, shapes_val):
         (dict(map_from="insert"), ValueError, "map_from must be one of"),
         (dict(map_from=("both", "both")), ValueError, "each evidence once"),
         (dict(map_from=()), ValueError, "each evidence once"),
-        (dict(map_from=3), TypeError, "map_from must be None, a string or a sequence"),
+        (dict(map_from=3), TypeError, "map_from must be None, a string, a sequence"),
+        (dict(map_from={"delete": 0.0}), ValueError, r"map_from\['delete'\] must be a positive"),
+        (dict(map_from={"delete": "2"}), TypeError, r"map_from\['delete'\] must be a number"),
+        (dict(map_from={1: 2.0}), TypeError, "map_from must be None"),
         (dict(map_from=("delete", 1)), TypeError, "map_from"),
         (dict(map_from="keep", queries="delete"), ValueError, "needs keep queries"),
         (dict(map_from="both", queries="keep"), ValueError, "needs delete and keep queries"),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
@@ -159,7 +159,7 @@ class BOREx(PerturbationAttribution):
         map_prior: Literal["smoothed", "sharp"] = "sharp",
         queries: Literal["both", "delete", "keep"] = "both",
         keep_baselines: Substrate | tuple[Tensor, ...] | None = None,
-        map_from: str | Sequence[str] | None = None,
+        map_from: str | Sequence[str] | Mapping[str, float] | None = None,
     ) -> Tensor | tuple[Tensor, ...] | BORExDetails:
         r"""Refine the prior's map of every input by ``n_iter`` rounds of window queries.
 
@@ -277,14 +277,17 @@ class BOREx(PerturbationAttribution):
                 queries, "both" and "delete" delete queries). Each is rebuilt as a map from
                 the same windows and length scales with its own fitted prior mean, at no
                 extra model call (the reference scores come from the passes made before
-                the first window); several are combined by averaging each pixel's rank
+                the first window). Several are combined by averaging each pixel's rank
                 within its input (0 for the lowest pixel, 1 for the highest), so the map
-                then lies in [0, 1]. With ``keep_baselines="blur"``,
-                ``("both", "delete")`` ranks first the pixels that both kinds of evidence
-                put high: on photos it won back part of the deletion that the blurred keep
-                queries cost and kept most of their insertion; on the synthetic shapes it
-                cost deletion (see the README's *Quality*). The search follows ``queries``
-                whatever this says. Default: None
+                then lies in [0, 1]; a mapping such as ``{"both": 1, "delete": 3}`` weights
+                the average (positive weights; a sequence weights all alike). With
+                ``keep_baselines="blur"``, ``("both", "delete")`` ranks first the pixels
+                that both kinds of evidence put high: on photos it won back part of the
+                deletion that the blurred keep queries cost and kept most of their
+                insertion, and a larger weight on "delete" trades more insertion for
+                deletion; on the synthetic shapes it cost deletion (see the README's
+                *Quality*). The search follows ``queries`` whatever this says.
+                Default: None
 
             ``prior_fit="fixed", map_prior="smoothed", gain=10.0`` is the published
             algorithm (the speed options aside); the defaults keep a strong prior from being
@@ -539,19 +542,30 @@ QUERIES = ("both", "delete", "keep")
 NEEDS = {"both": {"delete", "keep"}, "delete": {"delete"}, "keep": {"keep"}}
 
 
-def _map_sources(map_from: Any, queries: str) -> tuple[str, ...]:
-    """The evidence the map is built from (see ``map_from`` in :meth:`BOREx.attribute`).
+def _map_sources(map_from: Any, queries: str) -> dict[str, float]:
+    """The evidence the map is built from, with its weight (see ``map_from`` in
+    :meth:`BOREx.attribute`).
 
     Raises:
-        TypeError: not None, a string or a sequence of strings.
-        ValueError: an unknown or repeated name, or evidence the queries do not observe.
+        TypeError: not None, a string, a sequence of strings or a mapping from strings to
+            numbers.
+        ValueError: an unknown or repeated name, a weight that is not positive, or evidence
+            the queries do not observe.
     """
     if map_from is None:
-        return (queries,)
-    names = (map_from,) if isinstance(map_from, str) else map_from
-    if not isinstance(names, Sequence) or not all(isinstance(n, str) for n in names):
+        return {queries: 1.0}
+    if isinstance(map_from, Mapping):
+        names = list(map_from)
+        weights = [check_positive(w, f"map_from[{n!r}]") for n, w in map_from.items()]
+    else:
+        names = [map_from] if isinstance(map_from, str) else map_from
+        if not isinstance(names, Sequence):
+            names = [None]
+        weights = [1.0] * len(names)
+    if not all(isinstance(n, str) for n in names):
         raise TypeError(
-            f"map_from must be None, a string or a sequence of strings, got {map_from!r}"
+            "map_from must be None, a string, a sequence of strings or a mapping from "
+            f"strings to weights, got {map_from!r}"
         )
     if len(names) == 0 or len(set(names)) != len(names):
         raise ValueError(f"map_from must name each evidence once, got {map_from!r}")
@@ -562,18 +576,21 @@ def _map_sources(map_from: Any, queries: str) -> tuple[str, ...]:
                 f"map_from={name!r} needs {' and '.join(sorted(NEEDS[name]))} queries, but "
                 f"queries={queries!r} makes only {' and '.join(sorted(NEEDS[queries]))} queries"
             )
-    return tuple(names)
+    return dict(zip(names, weights))
 
 
 def _combined_map(
-    mean_map: Tensor, extra_maps: Tensor | None, sources: tuple[str, ...], queries: str
+    mean_map: Tensor, extra_maps: Tensor | None, sources: dict[str, float], queries: str
 ) -> Tensor:
-    """The map of ``sources``: one map as it is, several by their mean rank per input."""
+    """The map of ``sources``: one map as it is, several by their weighted mean rank per
+    input."""
     extras = iter(extra_maps.unbind(1) if extra_maps is not None else ())
     maps = [mean_map if source == queries else next(extras) for source in sources]
     if len(maps) == 1:
         return maps[0]
-    return torch.stack([_ranks(m) for m in maps]).mean(0)
+    weights = torch.tensor(list(sources.values()), dtype=torch.float64, device=mean_map.device)
+    ranks = torch.stack([_ranks(m) for m in maps], -1)
+    return ranks @ weights / weights.sum()
 
 
 def _ranks(maps: Tensor) -> Tensor:
