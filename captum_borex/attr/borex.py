@@ -554,29 +554,29 @@ def _map_sources(map_from: Any, queries: str) -> dict[str, float]:
     """
     if map_from is None:
         return {queries: 1.0}
+    pairs: list[tuple[Any, float]] | None = None
     if isinstance(map_from, Mapping):
-        names = list(map_from)
-        weights = [check_positive(w, f"map_from[{n!r}]") for n, w in map_from.items()]
-    else:
-        names = [map_from] if isinstance(map_from, str) else map_from
-        if not isinstance(names, Sequence):
-            names = [None]
-        weights = [1.0] * len(names)
-    if not all(isinstance(n, str) for n in names):
+        pairs = [(n, check_positive(w, f"map_from[{n!r}]")) for n, w in map_from.items()]
+    elif isinstance(map_from, str):
+        pairs = [(map_from, 1.0)]
+    elif isinstance(map_from, Sequence):
+        pairs = [(n, 1.0) for n in map_from]
+    if pairs is None or not all(isinstance(n, str) for n, _ in pairs):
         raise TypeError(
             "map_from must be None, a string, a sequence of strings or a mapping from "
             f"strings to weights, got {map_from!r}"
         )
-    if len(names) == 0 or len(set(names)) != len(names):
+    weights = dict(pairs)
+    if len(weights) == 0 or len(weights) != len(pairs):
         raise ValueError(f"map_from must name each evidence once, got {map_from!r}")
-    for name in names:
+    for name in weights:
         check_choice(name, "map_from", QUERIES)
         if not NEEDS[name] <= NEEDS[queries]:
             raise ValueError(
                 f"map_from={name!r} needs {' and '.join(sorted(NEEDS[name]))} queries, but "
                 f"queries={queries!r} makes only {' and '.join(sorted(NEEDS[queries]))} queries"
             )
-    return dict(zip(names, weights))
+    return weights
 
 
 def _combined_map(
@@ -596,10 +596,10 @@ def _combined_map(
 def _ranks(maps: Tensor) -> Tensor:
     """Each value's rank within its input, scaled to [0, 1]; tied values share their mean
     rank."""
-    flat = maps.flatten(1)
+    flat = maps.flatten(1).contiguous()
     ordered = flat.sort(1).values
-    below = torch.searchsorted(ordered, flat.contiguous(), right=False)
-    up_to = torch.searchsorted(ordered, flat.contiguous(), right=True)
+    below = torch.searchsorted(ordered, flat, right=False)
+    up_to = torch.searchsorted(ordered, flat, right=True)
     rank = (below + up_to - 1).to(torch.float64) / 2
     return (rank / max(flat.shape[1] - 1, 1)).view_as(maps)
 
