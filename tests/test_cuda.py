@@ -114,4 +114,5 @@ def test_callback_on_cuda(tmp_path):
     (validated,) = trainer.validate(ShapesModule(), shapes_loader(16, seed=1))
     assert 0.0 <= validated["borex/deletion_auc_refined"] <= 1.0
     assert callback.last_explanation.attributions.device.type == "cpu"
+    assert all(m.device.type == "cpu" for m in callback.last_explanation.evidence_maps.values())
     assert callback.last_explanation.prior.abs().sum() > 0

@@ -10,7 +10,7 @@ import pytest
 import torch
 from captum.attr import Occlusion, Saliency
 
-from captum_borex import RISE, BOREx
+from captum_borex import RISE, BOREx, rank_fusion
 from captum_borex.bo.optimizer import fit_prior_coefficients
 from captum_borex.metrics import deletion_auc, gaussian_blur
 
@@ -220,6 +220,13 @@ def test_map_from_rebuilds_the_named_evidence_without_changing_the_search(
         )
     assert torch.equal(combined.attributions[:, 0], combined.attributions[:, 2])
     assert combined.attributions.min() >= 0 and combined.attributions.max() <= 1
+    # Each kind of evidence comes back by name; fusing them reweights at no model call.
+    assert list(plain.evidence_maps) == ["both"]
+    assert torch.equal(plain.evidence_maps["both"], plain.attributions[:, 0])
+    assert list(weighted.evidence_maps) == ["both", "delete"]
+    assert torch.equal(weighted.evidence_maps["delete"], delete[:, 0])
+    refused = rank_fusion(list(combined.evidence_maps.values()), weights=[1, 3])
+    torch.testing.assert_close(refused, weighted.attributions[:, 0], atol=1 / 1023, rtol=0)
 
 
 def test_map_from_evidence_tracks_its_own_observations(cnn, shapes_val):

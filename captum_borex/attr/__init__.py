@@ -2,6 +2,7 @@
 
 from captum_borex.attr.borex import BOREx, BORExDetails
 from captum_borex.attr.cameras import CAMERAS
+from captum_borex.attr.fusion import rank_fusion
 from captum_borex.attr.rise import RISE
 
-__all__ = ["BOREx", "BORExDetails", "CAMERAS", "RISE"]
+__all__ = ["BOREx", "BORExDetails", "CAMERAS", "RISE", "rank_fusion"]

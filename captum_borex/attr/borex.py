@@ -36,6 +36,7 @@ from captum_borex.attr._priors import (
 )
 from captum_borex.attr._window_args import acquisition_stride as stride_for
 from captum_borex.attr._window_args import feature_names, window_space
+from captum_borex.attr.fusion import rank_fusion
 from captum_borex.bo.optimizer import BOSettings, optimise
 from captum_borex.bo.windows import WindowSpace
 
@@ -57,6 +58,9 @@ class BORExDetails:
         lengthscale: ``(N, d)`` the GP's final length scales (GP units).
         seconds: Wall time of the run spent in the objective (perturbing inputs and the
             model calls) and in the optimiser (everything else), for profiling.
+        evidence_maps: ``(N, *spatial)`` map of each kind of evidence named by
+            ``map_from`` (or ``queries``), by name, before they are fused: reweight them
+            with :func:`~captum_borex.attr.rank_fusion` at no model call.
     """
 
     attributions: Tensor | tuple[Tensor, ...]
@@ -67,6 +71,7 @@ class BORExDetails:
     scores: Tensor
     lengthscale: Tensor
     seconds: dict[str, float]
+    evidence_maps: dict[str, Tensor]
 
 
 class BOREx(PerturbationAttribution):
@@ -278,9 +283,11 @@ class BOREx(PerturbationAttribution):
                 the same windows and length scales with its own fitted prior mean, at no
                 extra model call (the reference scores come from the passes made before
                 the first window). Several are combined by averaging each pixel's rank
-                within its input (0 for the lowest pixel, 1 for the highest), so the map
-                then lies in [0, 1]; a mapping such as ``{"both": 1, "delete": 3}`` weights
-                the average (positive weights; a sequence weights all alike). With
+                within its input (0 for the lowest pixel, 1 for the highest;
+                :func:`~captum_borex.attr.rank_fusion`), so the map then lies in [0, 1]; a
+                mapping such as ``{"both": 1, "delete": 3}`` weights the average (positive
+                weights; a sequence weights all alike). ``return_details=True`` gives each
+                one in ``evidence_maps``, to reweight at no model call. With
                 ``keep_baselines="blur"``, ``("both", "delete")`` ranks first the pixels
                 that both kinds of evidence put high: on photos it won back part of the
                 deletion that the blurred keep queries cost and kept most of their
@@ -409,7 +416,12 @@ class BOREx(PerturbationAttribution):
                 if bar is not None:
                     bar.close()
 
-        maps = _combined_map(result.mean_map, result.extra_maps, sources, queries)
+        evidence = _evidence_maps(result.mean_map, result.extra_maps, sources, queries)
+        maps = (
+            rank_fusion(list(evidence.values()), list(sources.values()))
+            if len(evidence) > 1
+            else next(iter(evidence.values()))
+        )
         maps = maps.to(x.dtype).unsqueeze(1).expand_as(x).contiguous()
         attributions = (maps,) if is_tuple else maps
         if not return_details:
@@ -423,6 +435,7 @@ class BOREx(PerturbationAttribution):
             scores=result.scores.to(x.dtype),
             lengthscale=result.lengthscale,
             seconds=result.seconds,
+            evidence_maps={name: m.to(x.dtype) for name, m in evidence.items()},
         )
 
     def _settings(
@@ -579,29 +592,13 @@ def _map_sources(map_from: Any, queries: str) -> dict[str, float]:
     return weights
 
 
-def _combined_map(
+def _evidence_maps(
     mean_map: Tensor, extra_maps: Tensor | None, sources: dict[str, float], queries: str
-) -> Tensor:
-    """The map of ``sources``: one map as it is, several by their weighted mean rank per
-    input."""
+) -> dict[str, Tensor]:
+    """Each source's map, in ``sources``' order: the GP's own for ``queries``, the rebuilt
+    extra observations for the others."""
     extras = iter(extra_maps.unbind(1) if extra_maps is not None else ())
-    maps = [mean_map if source == queries else next(extras) for source in sources]
-    if len(maps) == 1:
-        return maps[0]
-    weights = torch.tensor(list(sources.values()), dtype=torch.float64, device=mean_map.device)
-    ranks = torch.stack([_ranks(m) for m in maps], -1)
-    return ranks @ weights / weights.sum()
-
-
-def _ranks(maps: Tensor) -> Tensor:
-    """Each value's rank within its input, scaled to [0, 1]; tied values share their mean
-    rank."""
-    flat = maps.flatten(1).contiguous()
-    ordered = flat.sort(1).values
-    below = torch.searchsorted(ordered, flat, right=False)
-    up_to = torch.searchsorted(ordered, flat, right=True)
-    rank = (below + up_to - 1).to(torch.float64) / 2
-    return (rank / max(flat.shape[1] - 1, 1)).view_as(maps)
+    return {source: mean_map if source == queries else next(extras) for source in sources}
 
 
 def _keep_baselines(keep_baselines: Any, baselines: Tensor, inputs: Tensor) -> Tensor:

@@ -333,6 +333,8 @@ def _to_cpu(details: BORExDetails) -> BORExDetails:
     def move(value: Any) -> Any:
         if isinstance(value, tuple):
             return tuple(move(v) for v in value)
+        if isinstance(value, dict):
+            return {k: move(v) for k, v in value.items()}
         return value.detach().cpu() if isinstance(value, Tensor) else value
 
     return BORExDetails(**{f.name: move(getattr(details, f.name)) for f in fields(details)})

@@ -43,6 +43,7 @@ from captum_borex._checks import (
     format_inputs,
 )
 from captum_borex._forward import check_target, target_scores
+from captum_borex._ranks import average_ranks
 from captum_borex._state import modules_of, preserved
 from captum_borex._substrates import gaussian_blur
 from captum_borex.attr._priors import (
@@ -141,27 +142,10 @@ def _ssim(a: Tensor, b: Tensor, sigma: float = 1.5) -> Tensor:
     return values.reshape(a.shape[0], -1).mean(1).to(a.dtype)
 
 
-def _average_ranks(values: Tensor) -> Tensor:
-    """Ranks ``0 .. P-1`` of each row of ``(N, P)`` values, ties given their average rank."""
-    batch, size = values.shape
-    ordered, order = values.sort(dim=1, stable=True)
-    starts = torch.ones_like(ordered, dtype=torch.bool)
-    starts[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
-    groups = starts.long().cumsum(1) - 1
-    groups = (groups + torch.arange(batch, device=values.device)[:, None] * size).flatten()
-    positions = torch.arange(size, dtype=torch.float64, device=values.device).repeat(batch)
-    sums = torch.zeros(batch * size, dtype=torch.float64, device=values.device)
-    counts = torch.zeros_like(sums)
-    sums.scatter_add_(0, groups, positions)
-    counts.scatter_add_(0, groups, torch.ones_like(positions))
-    mean_position = (sums / counts.clamp(min=1))[groups].view(batch, size)
-    return torch.empty_like(mean_position).scatter_(1, order, mean_position)
-
-
 def _spearman(a: Tensor, b: Tensor) -> Tensor:
     """Spearman correlation of ``(N, *spatial)`` maps, pixel by pixel, per image."""
-    ranks_a = _average_ranks(a.flatten(1))
-    ranks_b = _average_ranks(b.flatten(1))
+    ranks_a = average_ranks(a.flatten(1))
+    ranks_b = average_ranks(b.flatten(1))
     ranks_a = ranks_a - ranks_a.mean(1, keepdim=True)
     ranks_b = ranks_b - ranks_b.mean(1, keepdim=True)
     var_a, var_b = ranks_a.pow(2).sum(1), ranks_b.pow(2).sum(1)
