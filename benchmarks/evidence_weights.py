@@ -29,7 +29,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -185,7 +185,8 @@ def main() -> None:
                 calls[budget] = used + cam_calls
                 for key, weights in weightings.items():
                     fused = rank_fusion([maps[n] for n in weights], list(weights.values()))
-                    runs[key].setdefault(budget, []).append(Q.measure(task, fused, N_STEPS))
+                    scores = Q.measure(task, cast(Tensor, fused), N_STEPS)
+                    runs[key].setdefault(budget, []).append(scores)
         for key in weightings:
             for budget in budgets:
                 deletion, insertion = mean_of(runs[key][budget])

@@ -36,14 +36,23 @@ def test_each_input_is_ranked_on_its_own_and_shape_and_dtype_are_kept():
     assert rank_fusion([torch.tensor([[2, 1]])]).dtype == torch.float64
 
 
+def test_a_tuple_of_one_map_is_fused_like_captum_returns_it():
+    a, b = torch.tensor([[0.0, 1.0, 2.0]]), torch.tensor([[2.0, 0.0, 1.0]])
+    fused = rank_fusion([(a,), b])
+    assert isinstance(fused, tuple) and len(fused) == 1
+    torch.testing.assert_close(fused[0], rank_fusion([a, b]))
+
+
 @pytest.mark.parametrize(
     "maps, weights, error, message",
     [
         (torch.zeros(2, 4), None, TypeError, "maps must be a sequence of tensors"),
         ([], None, ValueError, "at least one tensor"),
         ([torch.zeros(2, 4), [0.0] * 4], None, TypeError, r"maps\[1\] must be a tensor"),
+        ([(torch.zeros(2, 4),) * 2], None, TypeError, r"maps\[0\] must be a tensor"),
         ([torch.zeros(2, 4), torch.zeros(2, 5)], None, ValueError, r"maps\[1\] has shape"),
         ([torch.tensor(1.0)], None, ValueError, "first dimension"),
+        ([torch.zeros(2, 4), torch.zeros(2, 4, device="meta")], None, ValueError, "must match"),
         ([torch.tensor([[0.0, float("nan")]])], None, ValueError, r"maps\[0\] contains NaN"),
         ([torch.zeros(2, 4)] * 2, [1.0], ValueError, "one number per map"),
         ([torch.zeros(2, 4)] * 2, [1.0, 0.0], ValueError, r"weights\[1\] must be a positive"),

@@ -418,7 +418,7 @@ class BOREx(PerturbationAttribution):
 
         evidence = _evidence_maps(result.mean_map, result.extra_maps, sources, queries)
         maps = (
-            rank_fusion(list(evidence.values()), list(sources.values()))
+            cast(Tensor, rank_fusion(list(evidence.values()), list(sources.values())))
             if len(evidence) > 1
             else next(iter(evidence.values()))
         )
