@@ -17,17 +17,18 @@ averaged over the seeds. A cell wins (``*``) when it beats both RISE and Occlusi
 budget on both means, the bar of the quality benchmark's equal-budget rows.
 
 Photos and model as in ``benchmarks/quality.py`` (72 images: 9 photos, 4 crops, mirrored;
-EfficientNet-Lite0 from the ``real`` extra). About 40 s per setting at 128 pixels and
-100 s at 224 on an H100 with 3 seeds; about an hour per setting on a 2-core CPU.
+EfficientNet-Lite0 from the ``real`` extra). On an H100 with 3 seeds all 8 settings took
+325 s at 128 pixels and three of them 182 s at 224; on a 2-core CPU each map scored takes
+about a minute at 128 pixels (90 maps per setting).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -39,6 +40,7 @@ import quality as Q  # noqa: E402
 from _table import machine, print_table  # noqa: E402
 
 from captum_borex import BOREx, rank_fusion  # noqa: E402
+from captum_borex.attr.borex import NEEDS  # noqa: E402
 
 #: Search settings: (Grad-CAM's EfficientNet block, None for the last layer; options).
 SETTINGS: dict[str, tuple[int | None, dict[str, Any]]] = {
@@ -64,11 +66,10 @@ WEIGHTINGS: dict[str, dict[str, float]] = {
     "both + delete + keep": {"both": 1, "delete": 1, "keep": 1},
     "both + 3 delete + keep": {"both": 1, "delete": 3, "keep": 1},
 }
-OBSERVED = {"both": ("both", "delete", "keep"), "delete": ("delete",), "keep": ("keep",)}
 N_STEPS = 32
 
 
-@dataclass
+@dataclasses.dataclass
 class Reference:
     """Occlusion's and RISE's means at one budget."""
 
@@ -78,10 +79,15 @@ class Reference:
 
 
 def mean_of(scores: list[Q.Scores]) -> tuple[float, float]:
-    return (
-        sum(float(s.deletion.mean()) for s in scores) / len(scores),
-        sum(float(s.insertion.mean()) for s in scores) / len(scores),
-    )
+    """Mean deletion and insertion over the images of runs averaged per image."""
+    mean = Q.mean_scores(scores)
+    return float(mean.deletion.mean()), float(mean.insertion.mean())
+
+
+def observed(options: dict[str, Any]) -> tuple[str, ...]:
+    """The kinds of evidence that the search's queries observe."""
+    made = NEEDS[options.get("queries", "both")]
+    return tuple(name for name, needs in NEEDS.items() if needs <= made)
 
 
 def references(task: Q.Task, seeds: range, only: list[int] | None) -> dict[int, list[Reference]]:
@@ -107,7 +113,6 @@ def evidence_maps(
     task: Q.Task, prior: Tensor, seed: int, n_iter: int, options: dict[str, Any]
 ) -> tuple[dict[str, Tensor], float]:
     """Every kind of evidence the search observes, from one BOREx run, and its calls."""
-    names = OBSERVED[options.get("queries", "both")]
     details: dict[str, Any] = {}
 
     def run(model: Q.Counted) -> Tensor:
@@ -117,7 +122,7 @@ def evidence_maps(
             seed=seed,
             n_iter=n_iter,
             internal_batch_size=256,
-            map_from=names,
+            map_from=observed(options),
             return_details=True,
             **options,
         )
@@ -156,10 +161,8 @@ def main() -> None:
         if task is None:
             return
         if args.n_images:
-            task = Q.Task(
-                task.name, task.model, task.images[: args.n_images],
-                task.target[: args.n_images], None, task.cam_layer, task.note,
-            )  # fmt: skip
+            images, target = task.images[: args.n_images], task.target[: args.n_images]
+            task = dataclasses.replace(task, images=images, target=target)
         task = task.to(device)
         tasks[block] = (task, Q.gradcam(task))
     first = next(iter(tasks.values()))[0]
@@ -174,8 +177,7 @@ def main() -> None:
     for name in args.configs:
         block, options = SETTINGS[name]
         task, (cam, cam_calls) = tasks[block]
-        observed = OBSERVED[options.get("queries", "both")]
-        weightings = {k: w for k, w in WEIGHTINGS.items() if set(w) <= set(observed)}
+        weightings = {k: w for k, w in WEIGHTINGS.items() if set(w) <= set(observed(options))}
         runs: dict[str, dict[int, list[Q.Scores]]] = {k: {} for k in weightings}
         calls: dict[int, float] = {}
         for budget in budgets:
