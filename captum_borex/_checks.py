@@ -109,3 +109,12 @@ def check_callable(value: Any, name: str) -> None:
     """A TypeError naming ``name`` unless ``value`` is callable."""
     if not callable(value):
         raise TypeError(f"{name} must be callable, got {type(value).__name__}")
+
+
+def check_finite_number(value: Any, name: str) -> float:
+    """``value`` as a float if it is a finite number, else a clear error."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(f"{name} must be a finite number, got {value}")
+    return float(value)

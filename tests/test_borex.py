@@ -16,7 +16,7 @@ from captum.attr import (
 from captum.metrics import infidelity, sensitivity_max
 from torch import nn
 
-from captum_borex import RISE, BOREx, BORExDetails
+from captum_borex import RISE, BOREx, BORExDetails, BORExSettings
 from captum_borex.metrics import deletion_auc, insertion_auc, pointing_game
 
 FAST = dict(n_iter=8, seed=0)
@@ -217,29 +217,23 @@ def test_noise_tunnel_infidelity_and_sensitivity_accept_borex(cnn, shapes_val):
 def test_options_and_published_settings(cnn, shapes_val):
     images, labels, _ = shapes_val
     x, y = images[:2], labels[:2]
-    borex = BOREx(cnn, prior=Saliency(cnn))
-    published = borex.attribute(
-        x, target=y, n_iter=6, seed=0, refit_every=1, warm_start=False, acquisition_stride=1
+    published = BOREx(cnn, prior=Saliency(cnn), settings="published").attribute(
+        x, target=y, n_iter=6, seed=0
     )
-    several = borex.attribute(
-        x,
-        target=y,
-        n_iter=3,
-        seed=0,
-        windows_per_step=3,
-        prior_mean="window",
-        acquisition_stride=3,
-        window_sizes=(3, 5, 8),
+    several_settings = BORExSettings(windows_per_step=3, prior_mean="window", acquisition_stride=3)
+    several = BOREx(cnn, prior=Saliency(cnn), settings=several_settings).attribute(
+        x, target=y, n_iter=3, seed=0, window_sizes=(3, 5, 8)
     )
-    probabilities = BOREx(lambda inp: torch.softmax(cnn(inp), 1)).attribute(
-        x, target=y, apply_softmax=False, **FAST
-    )
+    probabilities = BOREx(
+        lambda inp: torch.softmax(cnn(inp), 1), settings=BORExSettings(apply_softmax=False)
+    ).attribute(x, target=y, **FAST)
     for out in (published, several, probabilities):
         assert out.shape == x.shape and torch.isfinite(out).all()
-    details = borex.attribute(
-        x, target=y, n_iter=3, seed=0, windows_per_step=3, return_details=True
+    details = BOREx(cnn, settings=BORExSettings(windows_per_step=3)).attribute(
+        x, target=y, n_iter=3, seed=0, return_details=True
     )
     assert details.centres.shape == (2, 9, 2)
+    assert details.settings == BORExSettings(windows_per_step=3)
 
 
 def test_progress_bar(cnn, shapes_val, capsys):
@@ -266,8 +260,6 @@ class FailingPrior(LayerGradCam):
         ("window", "window_sizes: half-size 20"),
         ("baselines", "baselines of shape"),
         ("target_missing", "target is required"),
-        ("stride", "acquisition_stride must be >= 1"),
-        ("prior_mean", "prior_mean must be one of"),
     ],
 )
 def test_bad_input_raises_clear_value_error(cnn, shapes_val, case, message):
@@ -288,8 +280,6 @@ def test_bad_input_raises_clear_value_error(cnn, shapes_val, case, message):
         "window": lambda: borex.attribute(x, target=y, window_sizes=(4, 20)),
         "baselines": lambda: borex.attribute(x, target=y, baselines=torch.zeros(5, 3, 32, 32)),
         "target_missing": lambda: borex.attribute(x),
-        "stride": lambda: borex.attribute(x, target=y, acquisition_stride=0),
-        "prior_mean": lambda: borex.attribute(x, target=y, prior_mean="corner"),
     }[case]
     with pytest.raises(ValueError, match=message):
         call()
@@ -372,11 +362,11 @@ def test_gradient_prior_works_under_inference_mode(cnn, shapes_val):
 def test_exact_map_matches_the_lattice_map(cnn, shapes_val):
     images, labels, _ = shapes_val
     x, y = images[:2], labels[:2]
-    borex = BOREx(cnn, prior=Saliency(cnn))
     for stride, tolerance in ((1, 1e-6), (3, 0.05)):
-        kwargs = dict(n_iter=10, seed=0, acquisition_stride=stride)
-        lattice = borex.attribute(x, target=y, return_details=True, **kwargs)
-        exact = borex.attribute(x, target=y, exact_map=True, return_details=True, **kwargs)
-        span = exact.attributions.amax() - exact.attributions.amin()
-        assert (lattice.attributions - exact.attributions).abs().max() <= tolerance * span
+        settings = BORExSettings(acquisition_stride=stride)
+        kwargs = dict(target=y, n_iter=10, seed=0, return_details=True)
+        lattice = BOREx(cnn, Saliency(cnn), settings).attribute(x, **kwargs)
+        exact = BOREx(cnn, Saliency(cnn), settings.replace(exact_map=True)).attribute(x, **kwargs)
+        span = exact.gp_map.amax() - exact.gp_map.amin()
+        assert (lattice.gp_map - exact.gp_map).abs().max() <= tolerance * span
         assert (lattice.uncertainty - exact.uncertainty).abs().max() <= tolerance + 1e-6

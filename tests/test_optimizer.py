@@ -3,7 +3,9 @@
 import pytest
 import torch
 
-from captum_borex.bo.optimizer import BOSettings, optimise
+from captum_borex import BORExSettings
+from captum_borex.attr.borex import optimiser_settings
+from captum_borex.bo.optimizer import optimise
 from captum_borex.bo.windows import WindowSpace
 
 
@@ -20,7 +22,7 @@ def test_extra_observations_are_rebuilt_like_the_objective(prior_fit):
         y = (masks * weights.unsqueeze(1)).mean((2, 3)).double()
         return y, torch.stack([y, -y], -1)
 
-    settings = BOSettings(n_iter=6, prior_fit=prior_fit)
+    settings = optimiser_settings(BORExSettings(prior_fit=prior_fit), space, n_iter=6)
     result = optimise(objective, prior, space, settings, torch.Generator().manual_seed(2))
     plain = optimise(
         lambda c, x: objective(c, x)[0], prior, space, settings, torch.Generator().manual_seed(2)

@@ -193,5 +193,5 @@ def test_refinement_report_end_to_end(shapes):
     assert not torch.allclose(report.refined_maps, report.prior_maps)
     assert all(0 <= row["p_value"] <= 1 for row in report.to_dict().values())
     assert not x.requires_grad and model.conv.weight.grad is None
-    with pytest.raises(ValueError, match="return_details"):
-        refinement_report(model, None, x, y, return_details=True)
+    with pytest.raises(ValueError, match="unknown BOREx preset"):
+        refinement_report(model, None, x, y, settings="fastest")

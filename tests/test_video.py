@@ -9,7 +9,7 @@ import torch
 from captum.attr import IntegratedGradients, LayerGradCam, Occlusion
 from PIL import Image
 
-from captum_borex import RISE, BOREx
+from captum_borex import RISE, BOREx, BORExSettings
 from captum_borex.metrics import (
     deletion_auc,
     energy_pointing_game,
@@ -73,18 +73,17 @@ def test_video_priors(cnn3d, clips_val, name):
 
 def test_clip_windows_and_defaults(cnn3d, clips_val):
     clips, labels, _ = clips_val
-    details = BOREx(cnn3d).attribute(
-        clips[:2], target=labels[:2], temporal_window_sizes=(1, 3), return_details=True, **FAST
+    short = BORExSettings(temporal_window_sizes=(1, 3))
+    details = BOREx(cnn3d, settings=short).attribute(
+        clips[:2], target=labels[:2], return_details=True, **FAST
     )
     durations = details.half_sizes[..., 0].unique().tolist()
     assert set(durations) <= {1, 3}
     assert (details.half_sizes[..., 1] == details.half_sizes[..., 2]).all()
-    alone = BOREx(cnn3d).attribute(
-        clips[1:2], target=labels[1:2], temporal_window_sizes=(1, 3), **FAST
-    )
+    alone = BOREx(cnn3d, settings=short).attribute(clips[1:2], target=labels[1:2], **FAST)
     torch.testing.assert_close(details.attributions[1:2], alone, atol=1e-4, rtol=1e-4)
-    blurred = BOREx(cnn3d).attribute(
-        clips[:2], target=labels[:2], temporal_window_sizes=(1, 3), keep_baselines="blur", **FAST
+    blurred = BOREx(cnn3d, settings=short.replace(keep_baselines="blur")).attribute(
+        clips[:2], target=labels[:2], **FAST
     )
     assert blurred.shape == clips[:2].shape and torch.isfinite(blurred).all()
     assert not torch.allclose(blurred, details.attributions)
@@ -111,13 +110,19 @@ def test_bad_clip_input(cnn3d, clips_val, case, message):
     nan[0, 0, 3, 4, 5] = float("nan")
     call = {
         "prior_shape": lambda: BOREx(cnn3d, prior=torch.rand(2, 8, 24, 25)).attribute(x, target=y),
-        "too_long": lambda: borex.attribute(x, target=y, temporal_window_sizes=(2, 5)),
+        "too_long": lambda: BOREx(
+            cnn3d, settings=BORExSettings(temporal_window_sizes=(2, 5))
+        ).attribute(x, target=y),
         "too_wide": lambda: borex.attribute(x, target=y, window_sizes=(3, 13)),
         "nan": lambda: borex.attribute(nan, target=y),
         "target": lambda: borex.attribute(x, target=5),
         "six_d": lambda: borex.attribute(x[:, :, None], target=y),
-        "stride": lambda: borex.attribute(x, target=y, acquisition_stride=(1, 2)),
-        "lengthscale": lambda: borex.attribute(x, target=y, lengthscale=(12.0, 12.0, 10.0)),
+        "stride": lambda: BOREx(cnn3d, settings=BORExSettings(acquisition_stride=(1, 2))).attribute(
+            x, target=y
+        ),
+        "lengthscale": lambda: BOREx(
+            cnn3d, settings=BORExSettings(lengthscale=(12.0, 12.0, 10.0))
+        ).attribute(x, target=y),
     }[case]
     with pytest.raises(ValueError, match=message):
         call()
@@ -126,7 +131,9 @@ def test_bad_clip_input(cnn3d, clips_val, case, message):
 def test_temporal_sizes_are_rejected_for_images(cnn, shapes_val):
     images, labels, _ = shapes_val
     with pytest.raises(ValueError, match="temporal_window_sizes applies to clips"):
-        BOREx(cnn).attribute(images[:1], target=labels[:1], temporal_window_sizes=(1,))
+        BOREx(cnn, settings=BORExSettings(temporal_window_sizes=(1,))).attribute(
+            images[:1], target=labels[:1]
+        )
 
 
 def test_clip_measures_known_answers():

@@ -21,7 +21,7 @@ from captum_borex.bo.reconstruction import (
     windows_to_map,
 )
 from captum_borex.bo.surrogate import GridPosterior, as_lengthscale, fit_lengthscales, make_kernel
-from captum_borex.bo.windows import WindowGrid, WindowSpace
+from captum_borex.bo.windows import WindowSpace
 
 #: Scores windows: ``objective(combos (N, q), centres (N, q, D)) -> y (N, q)``, or
 #: ``(y, extra)`` with ``extra (N, q, K)``: K more quantities observed at the same windows,
@@ -31,37 +31,29 @@ Objective = Callable[[Tensor, Tensor], Tensor | tuple[Tensor, Tensor]]
 
 @dataclass(frozen=True)
 class BOSettings:
-    """Hyperparameters of the BOREx optimiser; defaults follow the published method except
-    for ``prior_fit`` and ``map_prior`` (published: ``"fixed"`` and ``"smoothed"``).
+    """Hyperparameters of the BOREx optimiser, built from
+    :class:`~captum_borex.attr.BORExSettings` (where each is documented, with its default).
 
     Length scales, their bounds and the jitter are in GP units (see :class:`WindowSpace`);
-    ``None`` means the published values: 12 for every centre feature, 10 for every size
-    feature, jitter 1 for centres and 0.5 for sizes. The map is rebuilt from the posterior
-    on the acquisition lattice, interpolated linearly; ``exact_map`` evaluates it on every
-    window instead (the published reconstruction; slower for large inputs).
-
-    ``prior_fit="affine"`` makes the GP's prior mean ``a[size] + b * prior``, an offset per
-    window size and a slope fitted to each image's observations by ridge regression towards
-    the published offsets 0 and slope 1 (see :func:`fit_prior_coefficients`);
-    ``map_prior="sharp"`` rebuilds the map as the (fitted) prior itself plus the rebuilt
-    correction, where the published map box-averages the prior as well.
+    ``None`` means 12 for every centre feature, 10 for every size feature, jitter 1 for
+    centres and 0.5 for sizes. ``acquisition_stride`` is one stride per axis.
     """
 
-    n_iter: int = 50
-    kappa: float = 10.0
-    lengthscale: Sequence[float] | None = None
-    lengthscale_bounds: tuple[float, float] = (1.0, 20.0)
-    noise: float = 0.01
-    jitter: Sequence[float] | None = None
-    acquisition_stride: Sequence[int] | None = None
-    refit_every: int = 1
-    warm_start: bool = False
-    windows_per_step: int = 1
-    prior_mean: Literal["center", "window"] = "center"
-    exact_map: bool = False
-    prior_fit: Literal["fixed", "affine"] = "affine"
-    prior_fit_strength: float = 1.0
-    map_prior: Literal["smoothed", "sharp"] = "sharp"
+    n_iter: int
+    kappa: float
+    lengthscale: Sequence[float] | None
+    lengthscale_bounds: tuple[float, float]
+    noise: float
+    jitter: Sequence[float] | None
+    acquisition_stride: Sequence[int]
+    refit_every: int
+    warm_start: bool
+    windows_per_step: int
+    prior_mean: Literal["center", "window"]
+    exact_map: bool
+    prior_fit: Literal["fixed", "affine"]
+    prior_fit_strength: float
+    map_prior: Literal["smoothed", "sharp"]
 
 
 @dataclass
@@ -142,152 +134,195 @@ def optimise(
     Returns:
         A :class:`BOResult`.
     """
-    device = prior.device
-    batch = prior.shape[0]
-    d = space.n_features
-    q = settings.windows_per_step
-    prior = prior.to(torch.float64)
-    raw_table = prior_table(prior, space, settings.prior_mean).reshape(batch, -1)
-    coef = _published_coefficients(batch, space.n_combos, device)
-
-    stride = tuple(settings.acquisition_stride or (1,) * space.n_axes)
-    grid = space.grid(stride, device=device)
-    raw_grid_prior = raw_table[:, _flat_index(space, grid.combos, grid.centres)]
-    grid_penalty = centrality_penalty(grid.centres, space.shape)
-    radius = [s - 1 for s in stride]
-
-    start = as_lengthscale(
-        settings.lengthscale or (12.0,) * space.n_axes + (10.0,) * space.n_groups, d, device
-    )
-    jitter_scale = as_lengthscale(
-        settings.jitter or (1.0,) * space.n_axes + (0.5,) * space.n_groups, d, device
-    )
-    jitter = torch.rand(settings.n_iter, q, d, generator=generator, dtype=torch.float64) * 2 - 1
-    jitter = jitter.to(device) * jitter_scale
-
-    kernel = make_kernel(batch, start, settings.lengthscale_bounds)
-    kernel.requires_grad_(False)
-    posterior = GridPosterior(
-        kernel, settings.noise, grid.features, raw_grid_prior, settings.n_iter * q, grid.lattice
-    )
-    rows = torch.arange(batch, device=device)
-    all_combos, all_centres, all_scores, all_raw, all_extra = [], [], [], [], []
-    refitted = settings.prior_fit == "affine"
-    prior_power = raw_table.pow(2).mean(1)
     started_at, objective_seconds = time.perf_counter(), 0.0
-
+    search = _Search(prior, space, settings, generator)
     for step in range(settings.n_iter):
-        step_combos, step_centres = [], []
-        for j in range(q):
-            if step == 0 and j == 0:
-                combos, centres = _first_window(raw_table, space, device)
-            else:
-                combos, centres = _acquire(
-                    posterior,
-                    grid,
-                    grid_penalty,
-                    raw_table,
-                    coef,
-                    space,
-                    radius,
-                    settings.kappa,
-                    rows,
-                )
-            features = space.features(combos, centres) + jitter[step, j]
-            posterior.extend(features.unsqueeze(1))
-            step_combos.append(combos)
-            step_centres.append(centres)
-        combos = torch.stack(step_combos, 1)
-        centres = torch.stack(step_centres, 1)
+        combos, centres = search.pick(step)
         started = time.perf_counter()
-        observed_now = objective(combos, centres)
-        if isinstance(observed_now, tuple):
-            observed_now, extra = observed_now
-            all_extra.append(extra.to(device=device, dtype=torch.float64))
-        scores = observed_now.to(device=device, dtype=torch.float64)
+        observed = objective(combos, centres)
         objective_seconds += time.perf_counter() - started
-        all_combos.append(combos)
-        all_centres.append(centres)
-        all_scores.append(scores)
-        all_raw.append(raw_table.gather(1, _flat_index(space, combos, centres)))
-        observed, observed_raw = torch.cat(all_scores, 1), torch.cat(all_raw, 1)
-        observed_combos = torch.cat(all_combos, 1)
-        if refitted:
-            coef = fit_prior_coefficients(
-                observed_raw,
-                observed_combos,
-                observed,
-                space.n_combos,
-                prior_power,
-                settings.prior_fit_strength,
-            )
-        residuals = observed - _calibrated(observed_raw, coef, observed_combos)
-        # A refitted prior mean moves the whole grid's mean; a fixed one lets it update.
-        grid_prior = _calibrated(raw_grid_prior, coef, grid.combos) if refitted else None
-        posterior.set_residuals(residuals, grid_prior)
-        last = step == settings.n_iter - 1
-        if last or (step + 1) % settings.refit_every == 0:
-            if not settings.warm_start:
-                kernel.lengthscale = start.expand(batch, d).unsqueeze(-2)
-            fit_lengthscales(kernel, posterior.train_x, posterior.residuals, settings.noise)
-            posterior.refactor()
+        search.observe(combos, centres, observed)
+        if step == settings.n_iter - 1 or (step + 1) % settings.refit_every == 0:
+            search.refit()
         if on_step is not None:
             on_step()
+    result = search.result(uncertainty)
+    result.seconds = {
+        "objective": objective_seconds,
+        "optimiser": time.perf_counter() - started_at - objective_seconds,
+    }
+    return result
 
-    table_combos = torch.arange(space.n_combos, device=device)
-    table_combos = table_combos.repeat_interleave(raw_table.shape[1] // space.n_combos)
 
-    def rebuilt(coef: Tensor, with_std: bool) -> tuple[Tensor, Tensor | None]:
+class _Search:
+    """One run's state: the acquisition grid, the batched GP, the prior mean's coefficients
+    and every observation so far."""
+
+    def __init__(
+        self, prior: Tensor, space: WindowSpace, settings: BOSettings, generator: torch.Generator
+    ) -> None:
+        device = prior.device
+        batch, d, q = prior.shape[0], space.n_features, settings.windows_per_step
+        self.space, self.settings, self.device = space, settings, device
+        self.prior = prior.to(torch.float64)
+        self.raw_table = prior_table(self.prior, space, settings.prior_mean).reshape(batch, -1)
+        self.coef = _published_coefficients(batch, space.n_combos, device)
+        self.refitted = settings.prior_fit == "affine"
+        self.prior_power = self.raw_table.pow(2).mean(1)
+        self.stride = tuple(settings.acquisition_stride)
+        self.grid = space.grid(self.stride, device=device)
+        grid_index = _flat_index(space, self.grid.combos, self.grid.centres)
+        self.raw_grid_prior = self.raw_table[:, grid_index]
+        self.grid_penalty = centrality_penalty(self.grid.centres, space.shape)
+        self.start = as_lengthscale(
+            settings.lengthscale or (12.0,) * space.n_axes + (10.0,) * space.n_groups, d, device
+        )
+        jitter_scale = as_lengthscale(
+            settings.jitter or (1.0,) * space.n_axes + (0.5,) * space.n_groups, d, device
+        )
+        jitter = torch.rand(settings.n_iter, q, d, generator=generator, dtype=torch.float64)
+        self.jitter = (jitter * 2 - 1).to(device) * jitter_scale
+        self.kernel = make_kernel(batch, self.start, settings.lengthscale_bounds)
+        self.kernel.requires_grad_(False)
+        self.posterior = GridPosterior(
+            self.kernel,
+            settings.noise,
+            self.grid.features,
+            self.raw_grid_prior,
+            settings.n_iter * q,
+            self.grid.lattice,
+        )
+        self.rows = torch.arange(batch, device=device)
+        self.combos: list[Tensor] = []
+        self.centres: list[Tensor] = []
+        self.scores: list[Tensor] = []
+        self.raw: list[Tensor] = []
+        self.extra: list[Tensor] = []
+
+    def pick(self, step: int) -> tuple[Tensor, Tensor]:
+        """This round's windows, ``(N, q)`` sizes and ``(N, q, D)`` centres, added to the
+        GP's inputs (jittered); the first ever is the prior's maximum (published)."""
+        picked_combos, picked_centres = [], []
+        for j in range(self.settings.windows_per_step):
+            if step == 0 and j == 0:
+                combos, centres = _first_window(self.raw_table, self.space, self.device)
+            else:
+                combos, centres = self._acquire()
+            features = self.space.features(combos, centres) + self.jitter[step, j]
+            self.posterior.extend(features.unsqueeze(1))
+            picked_combos.append(combos)
+            picked_centres.append(centres)
+        return torch.stack(picked_combos, 1), torch.stack(picked_centres, 1)
+
+    def _acquire(self) -> tuple[Tensor, Tensor]:
+        """UCB's best window per image: best on the grid, then best among its neighbours."""
+        kappa, space = self.settings.kappa, self.space
+        ucb = upper_confidence_bound(self.posterior.mean, self.posterior.variance, kappa)
+        index = best_index(ucb, self.grid_penalty)
+        combos, centres = self.grid.combos[index], self.grid.centres[index]
+        radius = [s - 1 for s in self.stride]
+        if not any(radius):
+            return combos, centres
+        near = space.neighbourhood(combos, centres, radius)
+        near_raw = self.raw_table.gather(1, _flat_index(space, near.combos, near.centres))
+        mean, variance = self.posterior.predict(
+            near.features, _calibrated(near_raw, self.coef, near.combos)
+        )
+        penalty = centrality_penalty(near.centres.reshape(-1, space.n_axes), space.shape)
+        best = best_index(upper_confidence_bound(mean, variance, kappa), penalty.view(mean.shape))
+        return near.combos[self.rows, best], near.centres[self.rows, best]
+
+    def observe(
+        self, combos: Tensor, centres: Tensor, observed: Tensor | tuple[Tensor, Tensor]
+    ) -> None:
+        """Record this round's observations, refit the prior mean's coefficients and
+        update the GP's residuals."""
+        if isinstance(observed, tuple):
+            observed, extra = observed
+            self.extra.append(extra.to(device=self.device, dtype=torch.float64))
+        self.combos.append(combos)
+        self.centres.append(centres)
+        self.scores.append(observed.to(device=self.device, dtype=torch.float64))
+        self.raw.append(self.raw_table.gather(1, _flat_index(self.space, combos, centres)))
+        scores = torch.cat(self.scores, 1)
+        self.coef = self._coefficients(scores)
+        self._set_residuals(scores, self.coef)
+
+    def _coefficients(self, scores: Tensor) -> Tensor:
+        """The prior mean's offsets and slope for these observations (fixed unless
+        ``prior_fit="affine"``)."""
+        if not self.refitted:
+            return self.coef
+        return fit_prior_coefficients(
+            torch.cat(self.raw, 1),
+            torch.cat(self.combos, 1),
+            scores,
+            self.space.n_combos,
+            self.prior_power,
+            self.settings.prior_fit_strength,
+        )
+
+    def _set_residuals(self, scores: Tensor, coef: Tensor) -> None:
+        residuals = scores - _calibrated(torch.cat(self.raw, 1), coef, torch.cat(self.combos, 1))
+        # A refitted prior mean moves the whole grid's mean; a fixed one lets it update.
+        grid_prior = _calibrated(self.raw_grid_prior, coef, self.grid.combos)
+        self.posterior.set_residuals(residuals, grid_prior if self.refitted else None)
+
+    def refit(self) -> None:
+        """Refit the length scales (from the start values unless ``warm_start``)."""
+        if not self.settings.warm_start:
+            batch, d = self.prior.shape[0], self.space.n_features
+            self.kernel.lengthscale = self.start.expand(batch, d).unsqueeze(-2)
+        fit_lengthscales(
+            self.kernel, self.posterior.train_x, self.posterior.residuals, self.settings.noise
+        )
+        self.posterior.refactor()
+
+    def _maps(self, coef: Tensor, with_std: bool) -> tuple[Tensor, Tensor | None]:
         """The map (and its standard deviation) of the posterior as it stands."""
+        space = self.space
+        table_combos = torch.arange(space.n_combos, device=self.device)
+        table_combos = table_combos.repeat_interleave(self.raw_table.shape[1] // space.n_combos)
         correction, std = _posterior_maps(
-            posterior,
+            self.posterior,
             space,
-            _calibrated(raw_table, coef, table_combos),
-            _calibrated(raw_grid_prior, coef, grid.combos),
-            stride,
-            settings.exact_map,
+            _calibrated(self.raw_table, coef, table_combos),
+            _calibrated(self.raw_grid_prior, coef, self.grid.combos),
+            self.stride,
+            self.settings.exact_map,
             with_std,
         )
-        mean = _prior_map(prior, raw_table, coef, space, settings)
+        mean = _prior_map(self.prior, self.raw_table, coef, space, self.settings)
         return mean + windows_to_map(correction, space), (
             None if std is None else windows_to_map(std, space)
         )
 
-    mean_map, std_map = rebuilt(coef, uncertainty)
-    extra_maps = None
-    if all_extra:
+    def _extra_maps(self) -> Tensor | None:
+        """A map per extra observation, from the same windows and length scales, each with
+        its own fitted prior mean."""
+        if not self.extra:
+            return None
         maps = []
-        for values in torch.cat(all_extra, 1).unbind(-1):
-            extra_coef = coef
-            if refitted:
-                extra_coef = fit_prior_coefficients(
-                    observed_raw,
-                    observed_combos,
-                    values,
-                    space.n_combos,
-                    prior_power,
-                    settings.prior_fit_strength,
-                )
-            posterior.set_residuals(
-                values - _calibrated(observed_raw, extra_coef, observed_combos),
-                _calibrated(raw_grid_prior, extra_coef, grid.combos),
-            )
-            maps.append(rebuilt(extra_coef, False)[0])
-        extra_maps = torch.stack(maps, 1)
-    combos = torch.cat(all_combos, 1)
-    return BOResult(
-        mean_map=mean_map,
-        std_map=std_map,
-        half_sizes=space.combos.to(device)[combos],
-        centres=torch.cat(all_centres, 1),
-        scores=torch.cat(all_scores, 1),
-        lengthscale=kernel.lengthscale.detach().reshape(batch, d).clone(),
-        seconds={
-            "objective": objective_seconds,
-            "optimiser": time.perf_counter() - started_at - objective_seconds,
-        },
-        extra_maps=extra_maps,
-    )
+        for values in torch.cat(self.extra, 1).unbind(-1):
+            coef = self._coefficients(values)
+            self._set_residuals(values, coef)
+            maps.append(self._maps(coef, False)[0])
+        return torch.stack(maps, 1)
+
+    def result(self, uncertainty: bool) -> BOResult:
+        """The maps and what was observed."""
+        mean_map, std_map = self._maps(self.coef, uncertainty)
+        combos = torch.cat(self.combos, 1)
+        batch = self.prior.shape[0]
+        return BOResult(
+            mean_map=mean_map,
+            std_map=std_map,
+            half_sizes=self.space.combos.to(self.device)[combos],
+            centres=torch.cat(self.centres, 1),
+            scores=torch.cat(self.scores, 1),
+            lengthscale=self.kernel.lengthscale.detach().reshape(batch, -1).clone(),
+            extra_maps=self._extra_maps(),
+        )
 
 
 def _published_coefficients(batch: int, n_combos: int, device: torch.device) -> Tensor:
@@ -455,29 +490,3 @@ def _first_window(table: Tensor, space: WindowSpace, device: torch.device) -> tu
     index = best_index(smallest, centrality_penalty(full.centres[:n_centres], space.shape))
     combos = torch.zeros_like(index)
     return combos, full.centres[index]
-
-
-def _acquire(
-    posterior: GridPosterior,
-    grid: WindowGrid,
-    grid_penalty: Tensor,
-    raw_table: Tensor,
-    coef: Tensor,
-    space: WindowSpace,
-    radius: list[int],
-    kappa: float,
-    rows: Tensor,
-) -> tuple[Tensor, Tensor]:
-    """UCB's best window per image: best on the grid, then best among its neighbours."""
-    ucb = upper_confidence_bound(posterior.mean, posterior.variance, kappa)
-    index = best_index(ucb, grid_penalty)
-    combos, centres = grid.combos[index], grid.centres[index]
-    if not any(radius):
-        return combos, centres
-    near = space.neighbourhood(combos, centres, radius)
-    near_raw = raw_table.gather(1, _flat_index(space, near.combos, near.centres))
-    near_prior = _calibrated(near_raw, coef, near.combos)
-    mean, variance = posterior.predict(near.features, near_prior)
-    penalty = centrality_penalty(near.centres.reshape(-1, space.n_axes), space.shape)
-    best = best_index(upper_confidence_bound(mean, variance, kappa), penalty.view(mean.shape))
-    return near.combos[rows, best], near.centres[rows, best]

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import contextlib
-import inspect
 import random
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, fields
 from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from captum_borex._checks import check_finite_number, check_int
 from captum_borex.attr.borex import BOREx, BORExDetails
+from captum_borex.attr.settings import BORExSettings, resolve_settings
 
 #: Turns a batch into ``(inputs, labels or None)``.
 BatchToInputs = Callable[[Any], tuple[Tensor, Tensor | None]]
@@ -21,9 +23,6 @@ BatchToInputs = Callable[[Any], tuple[Tensor, Tensor | None]]
 PriorFactory = Callable[[nn.Module], Any]
 TargetMode = Literal["label", "prediction"]
 TARGET_MODES = ("label", "prediction")
-
-#: ``BOREx.attribute`` arguments the callbacks set themselves.
-_RESERVED = ("self", "inputs", "target", "return_details")
 
 
 def default_batch_to_inputs(batch: Any) -> tuple[Tensor, Tensor | None]:
@@ -73,19 +72,16 @@ def split_batch(batch_to_inputs: BatchToInputs, batch: Any) -> tuple[Tensor, Ten
 
 
 def _describe(value: Any) -> str:
+    if isinstance(value, type):
+        return f"the class {value.__name__}"
     if isinstance(value, Tensor):
         return f"a {value.dtype} tensor of shape {tuple(value.shape)}"
     return type(value).__name__
 
 
-def check_options(
-    prior: Any,
-    target: Any,
-    batch_to_inputs: Any,
-    borex_kwargs: Any,
-) -> dict[str, Any]:
-    """Check the arguments both callbacks share; returns a copy of ``borex_kwargs``."""
-    if prior is not None and not callable(prior):
+def check_options(prior: Any, target: Any, batch_to_inputs: Any, settings: Any) -> BORExSettings:
+    """Check the arguments both callbacks share; returns the resolved settings."""
+    if isinstance(prior, type) or (prior is not None and not callable(prior)):
         hint = (
             " (wrap it: prior=lambda module: LayerGradCam(module, module.layer))"
             if hasattr(prior, "attribute")
@@ -93,7 +89,7 @@ def check_options(
         )
         raise TypeError(
             "prior must be None or a callable taking the LightningModule and returning a "
-            f"Captum attribution, got {type(prior).__name__}{hint}"
+            f"Captum attribution, got {_describe(prior)}{hint}"
         )
     if target not in TARGET_MODES:
         raise ValueError(f"target must be one of {TARGET_MODES}, got {target!r}")
@@ -101,20 +97,45 @@ def check_options(
         raise TypeError(
             f"batch_to_inputs must be callable or None, got {type(batch_to_inputs).__name__}"
         )
-    if borex_kwargs is None:
-        return {}
-    if not isinstance(borex_kwargs, dict):
-        raise TypeError(f"borex_kwargs must be a dict or None, got {type(borex_kwargs).__name__}")
-    allowed = set(inspect.signature(BOREx.attribute).parameters) - set(_RESERVED)
-    for key in borex_kwargs:
-        if key in _RESERVED:
-            raise ValueError(f"borex_kwargs must not set {key!r}: the callback sets it")
-        if key not in allowed:
+    return resolve_settings(settings)
+
+
+@dataclass(frozen=True)
+class ExplainOptions:
+    """The per-call arguments of :meth:`BOREx.attribute` a callback passes, checked early.
+
+    Attributes:
+        n_iter: BOREx rounds.
+        window_sizes: Window half-sizes in pixels, or None for the scaled published ones.
+        baselines: What occluded pixels become (a number, in the model's input space).
+        prior_kwargs: Keyword arguments of the prior's ``attribute``, or None.
+        internal_batch_size: Largest batch given to the model at once, or None.
+        seed: Seed of the explanation (BOREx and a random prior), or None.
+    """
+
+    n_iter: int
+    window_sizes: tuple[int, ...] | None = None
+    baselines: float = 0.0
+    prior_kwargs: dict[str, Any] | None = None
+    internal_batch_size: int | None = None
+    seed: int | None = 0
+
+    def __post_init__(self) -> None:
+        check_int(self.n_iter, "n_iter")
+        object.__setattr__(self, "window_sizes", check_window_sizes(self.window_sizes))
+        object.__setattr__(self, "baselines", check_finite_number(self.baselines, "baselines"))
+        if self.prior_kwargs is not None and not isinstance(self.prior_kwargs, dict):
             raise TypeError(
-                f"unknown BOREx.attribute argument {key!r} in borex_kwargs "
-                f"(known: {', '.join(sorted(allowed))})"
+                f"prior_kwargs must be a dict or None, got {type(self.prior_kwargs).__name__}"
             )
-    return dict(borex_kwargs)
+        if self.internal_batch_size is not None:
+            check_int(self.internal_batch_size, "internal_batch_size")
+        if self.seed is not None:
+            check_int(self.seed, "seed", minimum=0)
+
+    def as_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of :meth:`BOREx.attribute`."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 def check_window_sizes(window_sizes: Any) -> tuple[int, ...] | None:
@@ -198,7 +219,8 @@ def explain(
     labels: Tensor | None,
     prior: PriorFactory | None,
     target: TargetMode,
-    borex_kwargs: dict[str, Any],
+    settings: BORExSettings,
+    options: ExplainOptions,
 ) -> tuple[BORExDetails, Tensor]:
     """Refine the prior's maps of ``inputs`` with BOREx; call inside :func:`undisturbed`.
 
@@ -214,8 +236,8 @@ def explain(
     attribution = prior(module) if prior is not None else None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        details = BOREx(module, prior=attribution).attribute(
-            inputs, target=targets, return_details=True, **borex_kwargs
+        details = BOREx(module, prior=attribution, settings=settings).attribute(
+            inputs, target=targets, return_details=True, **options.as_kwargs()
         )
     for warning in caught:
         _warn_once(warning)

@@ -12,13 +12,14 @@ from torch import Tensor
 
 from captum_borex._checks import check_int
 from captum_borex.attr.borex import BORExDetails
+from captum_borex.attr.settings import BORExSettings
 from captum_borex.lightning._compat import CALLBACK_BASES, rank_zero_warn
 from captum_borex.lightning._explain import (
     BatchToInputs,
+    ExplainOptions,
     PriorFactory,
     TargetMode,
     check_options,
-    check_window_sizes,
     default_batch_to_inputs,
     explain,
     split_batch,
@@ -125,8 +126,12 @@ class BORExCallback(*CALLBACK_BASES):  # type: ignore[misc]
         batch_to_inputs: Turns a batch into ``(inputs, labels or None)``; None takes
             ``(batch[0], batch[1])`` from tuples and lists and ``(batch, None)`` from a
             tensor. Default: None
-        borex_kwargs: Further arguments of :meth:`BOREx.attribute`, e.g.
-            ``{"prior_kwargs": {...}, "internal_batch_size": 256}``. Default: None
+        settings: BOREx's settings: a preset name ("default", "published") or a
+            :class:`~captum_borex.BORExSettings`. Default: "default"
+        baselines: What occluded pixels become, in the model's input space (for inputs
+            normalised with a mean and std, 0 is the mean colour). Default: 0.0
+        prior_kwargs: Keyword arguments of the prior's ``attribute``. Default: None
+        internal_batch_size: Largest batch BOREx gives the model at once. Default: None
         seed: Seed of the explanation (BOREx and a random prior); the training RNG is
             forked, never advanced. Default: 0
         dataloader_idx: Which validation / test dataloader to take samples from.
@@ -165,19 +170,25 @@ class BORExCallback(*CALLBACK_BASES):  # type: ignore[misc]
         metric_steps: int = 20,
         save_png: bool | None = None,
         batch_to_inputs: BatchToInputs | None = None,
-        borex_kwargs: dict[str, Any] | None = None,
+        settings: str | BORExSettings = "default",
+        baselines: float = 0.0,
+        prior_kwargs: dict[str, Any] | None = None,
+        internal_batch_size: int | None = None,
         seed: int = 0,
         dataloader_idx: int = 0,
     ) -> None:
-        kwargs = check_options(prior, target, batch_to_inputs, borex_kwargs)
-        for name in ("n_iter", "window_sizes", "seed"):
-            if name in kwargs:
-                raise ValueError(f"pass {name} as the callback's own argument, not in borex_kwargs")
+        self.settings = check_options(prior, target, batch_to_inputs, settings)
+        self.options = ExplainOptions(
+            n_iter=n_iter,
+            window_sizes=window_sizes,
+            baselines=baselines,
+            prior_kwargs=prior_kwargs,
+            internal_batch_size=internal_batch_size,
+            seed=check_int(seed, "seed", minimum=0),
+        )
         self.prior = prior
         self.num_samples = check_int(num_samples, "num_samples")
         self.every_n_epochs = check_int(every_n_epochs, "every_n_epochs")
-        self.n_iter = check_int(n_iter, "n_iter")
-        self.window_sizes = check_window_sizes(window_sizes)
         self.target = target
         if not isinstance(log_metrics, bool):
             raise TypeError(f"log_metrics must be a bool, got {type(log_metrics).__name__}")
@@ -187,8 +198,6 @@ class BORExCallback(*CALLBACK_BASES):  # type: ignore[misc]
             raise TypeError(f"save_png must be a bool or None, got {type(save_png).__name__}")
         self.save_png = save_png
         self.batch_to_inputs = batch_to_inputs or default_batch_to_inputs
-        self.borex_kwargs = kwargs
-        self.seed = check_int(seed, "seed", minimum=0)
         self.dataloader_idx = check_int(dataloader_idx, "dataloader_idx", minimum=0)
         self._samples = {
             "validation": _Samples(self.num_samples),
@@ -284,14 +293,13 @@ class BORExCallback(*CALLBACK_BASES):  # type: ignore[misc]
         self, trainer: Any, pl_module: Any, stage: str, log_dir: str | None
     ) -> dict[str, float]:
         inputs, labels = self._samples[stage].tensors()
-        kwargs = dict(self.borex_kwargs, n_iter=self.n_iter, seed=self.seed)
-        if self.window_sizes is not None:
-            kwargs["window_sizes"] = self.window_sizes
         metrics: dict[str, float] = {}
         prefix = _PREFIX[stage]
-        with undisturbed(trainer, pl_module, self.seed):
+        with undisturbed(trainer, pl_module, self.options.seed):
             x = to_module_input(trainer, pl_module, inputs)
-            details, targets = explain(pl_module, x, labels, self.prior, self.target, kwargs)
+            details, targets = explain(
+                pl_module, x, labels, self.prior, self.target, self.settings, self.options
+            )
             maps = {"BOREx": details.attributions}
             if self.prior is not None:
                 maps = {"prior": details.prior, **maps}

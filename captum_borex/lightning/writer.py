@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -12,9 +13,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from captum_borex.attr.settings import BORExSettings
 from captum_borex.lightning._compat import WRITER_BASES
 from captum_borex.lightning._explain import (
     BatchToInputs,
+    ExplainOptions,
     PriorFactory,
     TargetMode,
     check_options,
@@ -29,7 +32,7 @@ from captum_borex.lightning._logging import write_atomic
 #: What a shard holds besides ``indices``; each is ``(n, *spatial)`` except ``targets (n,)``.
 FIELDS = ("maps", "uncertainty", "prior", "targets")
 META_FILE = "explanations.json"
-_FORMAT = 1
+_FORMAT = 2
 
 
 class ExplanationWriter(*WRITER_BASES):  # type: ignore[misc]
@@ -66,8 +69,15 @@ class ExplanationWriter(*WRITER_BASES):  # type: ignore[misc]
         batch_to_inputs: Turns a batch into ``(inputs, labels or None)``; None takes
             ``(batch[0], batch[1])`` from tuples and lists and ``(batch, None)`` from a
             tensor. Default: None
-        **borex_kwargs: Arguments of :meth:`BOREx.attribute` (``n_iter``,
-            ``window_sizes``, ``prior_kwargs``, ...). ``seed`` defaults to 0 here.
+        settings: BOREx's settings: a preset name ("default", "published") or a
+            :class:`~captum_borex.BORExSettings`. Default: "default"
+        n_iter: BOREx rounds per batch. Default: 50
+        window_sizes: Window half-sizes in pixels; None scales the published ones to the
+            image size. Default: None
+        baselines: What occluded pixels become, in the model's input space. Default: 0.0
+        prior_kwargs: Keyword arguments of the prior's ``attribute``. Default: None
+        internal_batch_size: Largest batch BOREx gives the model at once. Default: None
+        seed: Seed of every batch's explanation; None draws one. Default: 0
 
     Attributes:
         written: Shards computed and written by the last ``predict`` on this rank.
@@ -79,7 +89,7 @@ class ExplanationWriter(*WRITER_BASES):  # type: ignore[misc]
     Examples::
 
         >>> writer = ExplanationWriter("explanations/", prior=lambda m: LayerGradCam(m, m.layer4),
-        ...                            n_iter=50)
+        ...                            settings="default", n_iter=50)
         >>> trainer = Trainer(accelerator="gpu", devices=4, strategy="ddp", callbacks=[writer])
         >>> trainer.predict(model, dataloaders=loader, return_predictions=False)
         >>> indices, maps = load_explanations("explanations/")
@@ -91,38 +101,41 @@ class ExplanationWriter(*WRITER_BASES):  # type: ignore[misc]
         prior: PriorFactory | None = None,
         target: TargetMode = "label",
         batch_to_inputs: BatchToInputs | None = None,
-        **borex_kwargs: Any,
+        settings: str | BORExSettings = "default",
+        n_iter: int = 50,
+        window_sizes: Sequence[int] | None = None,
+        baselines: float = 0.0,
+        prior_kwargs: dict[str, Any] | None = None,
+        internal_batch_size: int | None = None,
+        seed: int | None = 0,
     ) -> None:
         super().__init__(write_interval="batch")
         if not isinstance(output_dir, (str, os.PathLike)):
             raise TypeError(f"output_dir must be a path, got {type(output_dir).__name__}")
-        kwargs = check_options(prior, target, batch_to_inputs, borex_kwargs)
-        kwargs.setdefault("seed", 0)
-        # Checked again by BOREx on the first batch; checking the cheap ones here fails early.
-        if "n_iter" in kwargs and (
-            isinstance(kwargs["n_iter"], bool)
-            or not isinstance(kwargs["n_iter"], int)
-            or kwargs["n_iter"] < 1
-        ):
-            raise ValueError(f"n_iter must be an int >= 1, got {kwargs['n_iter']!r}")
-        seed = kwargs["seed"]
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-            raise ValueError(f"seed must be None or an int >= 0, got {seed!r}")
+        self.borex_settings = check_options(prior, target, batch_to_inputs, settings)
+        self.options = ExplainOptions(
+            n_iter=n_iter,
+            window_sizes=window_sizes,
+            baselines=baselines,
+            prior_kwargs=prior_kwargs,
+            internal_batch_size=internal_batch_size,
+            seed=seed,
+        )
         self.output_dir = Path(output_dir)
         self.prior = prior
         self.target = target
         self.batch_to_inputs = batch_to_inputs or default_batch_to_inputs
-        self.borex_kwargs = kwargs
         self.written: list[Path] = []
         self.skipped: list[Path] = []
 
-    def settings(self) -> dict[str, Any]:
+    def recorded_settings(self) -> dict[str, Any]:
         """The settings recorded in ``explanations.json`` (a rerun must match them)."""
         return {
             "format": _FORMAT,
             "target": self.target,
             "prior": None if self.prior is None else _name(self.prior),
-            "borex_kwargs": {k: _jsonable(v) for k, v in sorted(self.borex_kwargs.items())},
+            "borex_settings": _jsonable(dataclasses.asdict(self.borex_settings)),
+            "options": _jsonable(self.options.as_kwargs()),
         }
 
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
@@ -132,7 +145,7 @@ class ExplanationWriter(*WRITER_BASES):  # type: ignore[misc]
         self.written, self.skipped = [], []
         self.output_dir.mkdir(parents=True, exist_ok=True)
         meta = self.output_dir / META_FILE
-        settings = self.settings()
+        settings = self.recorded_settings()
         if meta.exists():
             recorded = json.loads(meta.read_text())
             if recorded != settings:
@@ -173,10 +186,10 @@ class ExplanationWriter(*WRITER_BASES):  # type: ignore[misc]
                 f"batch {batch_idx} has {inputs.shape[0]} inputs but {len(indices)} dataset "
                 "indices; batch_to_inputs must return the whole batch"
             )
-        with undisturbed(trainer, pl_module, self.borex_kwargs["seed"]):
+        with undisturbed(trainer, pl_module, self.options.seed):
             x = to_module_input(trainer, pl_module, inputs)
             details, targets = explain(
-                pl_module, x, labels, self.prior, self.target, self.borex_kwargs
+                pl_module, x, labels, self.prior, self.target, self.borex_settings, self.options
             )
         refined = details.attributions
         shard = {

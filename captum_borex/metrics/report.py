@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
+    from captum_borex.attr.settings import BORExSettings
+
 #: Every measure of a report and whether a higher value is better.
 HIGHER_IS_BETTER = {
     "deletion": False,
@@ -431,8 +433,13 @@ def refinement_report(
     prior_kwargs: dict[str, Any] | None = None,
     *,
     additional_forward_args: Any = None,
+    settings: str | BORExSettings = "default",
+    n_iter: int = 50,
+    window_sizes: Sequence[int] | None = None,
+    baselines: float | Tensor = 0.0,
+    seed: int | None = None,
+    internal_batch_size: int | None = None,
     measure_kwargs: dict[str, Any] | None = None,
-    **borex_kwargs: Any,
 ) -> RefinementReport:
     r"""Run a prior and BOREx on the same images and compare their maps image by image.
 
@@ -452,12 +459,19 @@ def refinement_report(
         prior_kwargs: Keyword arguments for the prior. Default: None
         additional_forward_args: Extra arguments for the model (given to the prior, BOREx
             and the measures). Default: None
+        settings: BOREx's settings: a preset name or a
+            :class:`~captum_borex.BORExSettings` (its ``prior_reduction`` also reduces the
+            prior's channel maps here). Default: "default"
+        n_iter: BOREx rounds. Default: 50
+        window_sizes: BOREx's window half-sizes in pixels; None scales the published ones.
+            Default: None
+        baselines: What BOREx's occluded pixels become, in the model's input space.
+            Default: 0.0
+        seed: Seed of BOREx and of a random prior (RISE, Lime). Default: None
+        internal_batch_size: Largest batch BOREx gives the model at once. Default: None
         measure_kwargs: Keyword arguments for :meth:`RefinementReport.from_maps`
             (``n_steps``, substrates, ``tolerance``, ``fractions``, ``alpha``, ...).
             Default: None
-        **borex_kwargs: Keyword arguments for ``BOREx.attribute`` (``n_iter``, ``seed``,
-            ``window_sizes``, ...). ``seed`` also seeds a random prior (RISE, Lime);
-            ``prior_reduction`` also sets how the prior's channel maps are reduced.
 
     Returns:
         :class:`RefinementReport`.
@@ -473,16 +487,14 @@ def refinement_report(
     from captum_borex.attr.borex import BOREx, _cuda_devices
 
     x, _ = format_inputs(inputs)
-    if "return_details" in borex_kwargs:
-        raise ValueError("return_details is not accepted: the report needs BOREx's maps")
+    borex = BOREx(model, prior=None, settings=settings)
     if measure_kwargs is not None and not isinstance(measure_kwargs, Mapping):
         raise TypeError(
             f"measure_kwargs must be a dict or None, got {type(measure_kwargs).__name__}"
         )
     if prior_kwargs is not None and not isinstance(prior_kwargs, Mapping):
         raise TypeError(f"prior_kwargs must be a dict or None, got {type(prior_kwargs).__name__}")
-    seed = borex_kwargs.get("seed")
-    reduction = borex_kwargs.get("prior_reduction", "sum")
+    reduction = borex.settings.prior_reduction
     with torch.inference_mode(False), preserved(modules_of(model, prior), [x]):
         if x.is_inference():
             x = x.clone()
@@ -493,8 +505,16 @@ def refinement_report(
             prior_maps = compute_prior(
                 prior, x, target, additional_forward_args, prior_kwargs, reduction
             )
-    refined = BOREx(model, prior=prior_maps).attribute(
-        x, target=target, additional_forward_args=additional_forward_args, **borex_kwargs
+    borex.prior = prior_maps
+    refined = borex.attribute(
+        x,
+        target=target,
+        additional_forward_args=additional_forward_args,
+        baselines=baselines,
+        n_iter=n_iter,
+        window_sizes=window_sizes,
+        seed=seed,
+        internal_batch_size=internal_batch_size,
     )
     return RefinementReport.from_maps(
         model,

@@ -1,0 +1,361 @@
+"""BOREx's algorithm settings: one frozen, validated type and its named presets.
+
+Every knob of the algorithm lives here, with its default written once. :class:`BOREx` takes a
+preset name or a :class:`BORExSettings`; its ``attribute`` keeps only per-call arguments.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from types import MappingProxyType
+from typing import Any, Literal
+
+from torch import Tensor
+
+from captum_borex._checks import (
+    check_choice,
+    check_finite_number,
+    check_int,
+    check_nonnegative,
+    check_positive,
+)
+from captum_borex.attr._priors import REDUCTIONS, ChannelReduction
+
+#: What a window query evaluates (see :attr:`BORExSettings.queries`).
+QUERIES = ("both", "delete", "keep")
+#: The perturbed inputs each kind of evidence needs: deleted and / or kept windows.
+NEEDS = {"both": {"delete", "keep"}, "delete": {"delete"}, "keep": {"keep"}}
+
+KeepBaselines = str | float | Callable[[Tensor], Tensor] | None
+MapFrom = str | Sequence[str] | Mapping[str, float] | None
+
+
+@dataclass(frozen=True)
+class BORExSettings:
+    r"""Every setting of the BOREx algorithm, validated when built.
+
+    Build one from a preset and change what you need: ``BORExSettings.preset("published")``
+    or ``BORExSettings().replace(kappa=5.0)``. The presets (:data:`PRESETS`) are
+    ``"default"`` (these defaults) and ``"published"`` (the paper's loop exactly).
+
+    **What a query observes**
+
+    Attributes:
+        queries: "both" (published) scores a window's *delete* input (window set to the
+            baseline) and *keep* input (everything else set to the baseline), ``delta =
+            s(keep) - s(delete)``; "delete" only the first, ``delta = s(input) - s(delete)``;
+            "keep" only the second, ``delta = s(keep) - s(baseline)``. One kind costs one
+            model evaluation per window, so the same budget buys twice the windows.
+            Default: "both"
+        gain: Slope of the GP's observation ``y = tanh(gain * delta / 2)``. The published
+            10 saturates above ``|delta|`` of about 0.3; 3 keeps windows apart over the
+            whole range. Default: 3.0 (published: 10.0)
+        apply_softmax: Score by the target's softmax probability (published); False uses
+            the raw output, for models that already return probabilities. Default: True
+        keep_baselines: What surrounds a kept window in a *keep* query: None for
+            ``attribute``'s ``baselines`` (published), or a substrate as
+            :func:`~captum_borex.metrics.insertion_auc` takes it -- "blur", "mean",
+            "zeros", a number or a callable ``inputs -> tensor`` (in the model's input
+            space). Default: None
+        map_from: Which evidence the map is built from: None for ``queries``' own
+            (published), or one or several of "both", "delete" and "keep" that the queries
+            observe, fused by weighted mean rank (:func:`~captum_borex.attr.rank_fusion`);
+            a mapping gives the weights. Stored as a tuple of ``(name, weight)`` pairs.
+            Default: None
+
+    **The prior**
+
+    Attributes:
+        prior_scale: The prior is scaled to mean absolute value ``prior_scale``.
+            Default: 0.1
+        prior_reduction: How a channel map becomes one value per pixel: "sum", "mean",
+            "abs_sum", "max_abs", "l2" or a callable ``(N, C, H, W) -> (N, H, W)``.
+            Default: "sum"
+        prior_mean: GP prior mean of a window: the prior at its centre ("center",
+            published) or averaged over it ("window"). Default: "center"
+        prior_fit: The prior mean as given ("fixed", published) or ``a[size] + b * prior``
+            with an offset per window size and a slope ``b >= 0`` refitted to each image's
+            observations after every round ("affine"), so a prior of the wrong scale
+            neither swamps the observations nor is swamped by them. Default: "affine"
+        prior_fit_strength: With "affine", how many observations' weight pulls the offsets
+            towards 0 and the slope towards 1. Default: 1.0
+        map_prior: The prior's part of the map: box-averaged over windows like the GP's
+            correction ("smoothed", published) or the fitted prior itself ("sharp"), so a
+            detailed prior keeps its detail where the observations do not change it.
+            Default: "sharp"
+
+    **Surrogate and acquisition**
+
+    Attributes:
+        kappa: UCB exploration weight. Default: 10.0
+        lengthscale: Initial length scales, one per GP feature -- images: (rows, columns,
+            size); clips: (frames, rows, columns, duration, size) -- in pixels of a
+            224-pixel image. None: 12 for positions, 10 for sizes. Default: None
+        lengthscale_bounds: Bounds of every length scale. Default: (1.0, 20.0)
+        noise: Observation noise variance. Default: 0.01
+        jitter: Half-widths of the uniform jitter added to the GP's copy of each window,
+            one per feature. None: 1 for positions, 0.5 for sizes. Default: None
+        windows_per_step: Windows queried per round (the GP's mean is held fixed between
+            the picks of one round). Default: 1
+        temporal_window_sizes: Clips only: window half-lengths in frames. None: ``T *
+            (1/8, 1/4)`` rounded. Default: None
+
+    **Speed** (the published loop: stride 1, ``refit_every=1``, ``warm_start=False``,
+    ``exact_map=True``)
+
+    Attributes:
+        acquisition_stride: UCB is evaluated on window centres this many pixels (and
+            frames) apart -- one int or one per axis -- then refined at full resolution
+            around the best one. None: about 56 centres per side (4 at 224 pixels) and 16
+            in time, coarsened until the lattice holds at most 25,000 windows.
+            Default: None
+        refit_every: Refit the length scales after every this many rounds (and after the
+            last). Default: 5
+        warm_start: Start each refit from the previous length scales. Default: True
+        exact_map: Rebuild the map from the posterior at every window instead of
+            interpolating it from the acquisition lattice. Default: False
+
+    Raises:
+        ValueError / TypeError: a setting out of range or of the wrong type, naming it.
+
+    Examples::
+
+        >>> settings = BORExSettings.preset("published").replace(refit_every=5)
+        >>> borex = BOREx(model, prior, settings=settings)
+    """
+
+    queries: Literal["both", "delete", "keep"] = "both"
+    gain: float = 3.0
+    apply_softmax: bool = True
+    keep_baselines: KeepBaselines = None
+    map_from: MapFrom = None
+    prior_scale: float = 0.1
+    prior_reduction: ChannelReduction = "sum"
+    prior_mean: Literal["center", "window"] = "center"
+    prior_fit: Literal["fixed", "affine"] = "affine"
+    prior_fit_strength: float = 1.0
+    map_prior: Literal["smoothed", "sharp"] = "sharp"
+    kappa: float = 10.0
+    lengthscale: tuple[float, ...] | None = None
+    lengthscale_bounds: tuple[float, float] = (1.0, 20.0)
+    noise: float = 0.01
+    jitter: tuple[float, ...] | None = None
+    windows_per_step: int = 1
+    temporal_window_sizes: tuple[int, ...] | None = None
+    acquisition_stride: int | tuple[int, ...] | None = None
+    refit_every: int = 5
+    warm_start: bool = True
+    exact_map: bool = False
+
+    def __post_init__(self) -> None:
+        for check in (_check_query_settings, _check_prior_settings, _check_search_settings):
+            for name, value in check(self).items():
+                object.__setattr__(self, name, value)
+
+    @classmethod
+    def preset(cls, name: str) -> BORExSettings:
+        """The named preset (see :data:`PRESETS`).
+
+        Raises:
+            ValueError: an unknown name; the message lists the presets.
+        """
+        if name not in PRESETS:
+            raise ValueError(
+                f"unknown BOREx preset {name!r}; the presets are {', '.join(map(repr, PRESETS))}"
+            )
+        return PRESETS[name]
+
+    def replace(self, **changes: Any) -> BORExSettings:
+        """A copy with ``changes`` applied and validated.
+
+        Raises:
+            TypeError: a name that is not a setting; the message lists the settings.
+        """
+        names = [f.name for f in fields(self)]
+        unknown = sorted(set(changes) - set(names))
+        if unknown:
+            raise TypeError(
+                f"unknown BOREx setting(s) {', '.join(map(repr, unknown))}; the settings are "
+                f"{', '.join(names)}"
+            )
+        return dataclasses.replace(self, **changes)
+
+    def changes(self) -> dict[str, Any]:
+        """The settings that differ from the defaults, by name (for logs and fingerprints)."""
+        default = BORExSettings()
+        return {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if getattr(self, f.name) != getattr(default, f.name)
+        }
+
+    @property
+    def map_sources(self) -> dict[str, float]:
+        """The evidence the map is built from, with its weight, ``queries``' own first."""
+        if self.map_from is None:
+            return {self.queries: 1.0}
+        return dict(self.map_from)
+
+
+def _check_query_settings(s: BORExSettings) -> dict[str, Any]:
+    check_choice(s.queries, "queries", QUERIES)
+    _check_bool(s.apply_softmax, "apply_softmax")
+    keep = s.keep_baselines
+    if isinstance(keep, bool) or not (
+        keep is None or isinstance(keep, (str, int, float)) or callable(keep)
+    ):
+        raise TypeError(
+            "keep_baselines must be None, 'blur', 'mean', 'zeros', a number or a callable "
+            f"inputs -> tensor, got {type(keep).__name__}; for a tensor pass a callable "
+            "returning it"
+        )
+    if isinstance(keep, str):
+        check_choice(keep, "keep_baselines", ("blur", "mean", "zeros"))
+    if isinstance(keep, (int, float)):
+        check_finite_number(keep, "keep_baselines")
+    return {
+        "gain": check_positive(s.gain, "gain"),
+        "map_from": _map_from_pairs(s.map_from, s.queries),
+    }
+
+
+def _check_prior_settings(s: BORExSettings) -> dict[str, Any]:
+    if not (callable(s.prior_reduction) or s.prior_reduction in REDUCTIONS):
+        raise ValueError(
+            f"prior_reduction must be one of {REDUCTIONS} or a callable, got {s.prior_reduction!r}"
+        )
+    check_choice(s.prior_mean, "prior_mean", ("center", "window"))
+    check_choice(s.prior_fit, "prior_fit", ("fixed", "affine"))
+    check_choice(s.map_prior, "map_prior", ("smoothed", "sharp"))
+    return {
+        "prior_scale": check_positive(s.prior_scale, "prior_scale"),
+        "prior_fit_strength": check_positive(s.prior_fit_strength, "prior_fit_strength"),
+    }
+
+
+def _check_search_settings(s: BORExSettings) -> dict[str, Any]:
+    check_int(s.windows_per_step, "windows_per_step")
+    check_int(s.refit_every, "refit_every")
+    _check_bool(s.warm_start, "warm_start")
+    _check_bool(s.exact_map, "exact_map")
+    bounds = _numbers(s.lengthscale_bounds, "lengthscale_bounds", check_positive)
+    if bounds is None or len(bounds) != 2 or bounds[0] > bounds[1]:
+        raise ValueError(
+            f"lengthscale_bounds must be (lower, upper) with 0 < lower <= upper, "
+            f"got {s.lengthscale_bounds!r}"
+        )
+    stride = s.acquisition_stride
+    if stride is not None and not isinstance(stride, int):
+        stride = _numbers(stride, "acquisition_stride", check_int)
+    elif stride is not None:
+        check_int(stride, "acquisition_stride")
+    return {
+        "kappa": check_nonnegative(s.kappa, "kappa"),
+        "noise": check_positive(s.noise, "noise"),
+        "lengthscale": _numbers(s.lengthscale, "lengthscale", check_positive),
+        "lengthscale_bounds": bounds,
+        "jitter": _numbers(s.jitter, "jitter", check_nonnegative),
+        "temporal_window_sizes": _numbers(
+            s.temporal_window_sizes, "temporal_window_sizes", check_int
+        ),
+        "acquisition_stride": stride,
+    }
+
+
+def _numbers(values: Any, name: str, check: Callable[[Any, str], Any]) -> tuple | None:
+    """A tuple of checked numbers from a sequence, or None."""
+    if values is None:
+        return None
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or len(values) == 0:
+        raise TypeError(f"{name} must be a non-empty sequence of numbers or None, got {values!r}")
+    return tuple(check(v, name) for v in values)
+
+
+def _check_bool(value: Any, name: str) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+
+
+def _map_from_pairs(map_from: Any, queries: str) -> tuple[tuple[str, float], ...] | None:
+    """``map_from`` as ``(name, weight)`` pairs, checked against ``queries``.
+
+    Raises:
+        TypeError: not None, a string, a sequence of strings or a mapping to numbers.
+        ValueError: an unknown or repeated name, a weight that is not positive, or evidence
+            the queries do not observe.
+    """
+    if map_from is None:
+        return None
+    pairs: list[tuple[Any, Any]] | None = None
+    if isinstance(map_from, Mapping):
+        pairs = list(map_from.items())
+    elif isinstance(map_from, str):
+        pairs = [(map_from, 1.0)]
+    elif isinstance(map_from, Sequence):
+        pairs = [item if isinstance(item, tuple) else (item, 1.0) for item in map_from]
+    if pairs is None or not all(isinstance(p, tuple) and isinstance(p[0], str) for p in pairs):
+        raise TypeError(
+            "map_from must be None, a string, a sequence of strings or a mapping from "
+            f"strings to weights, got {map_from!r}"
+        )
+    checked = tuple((n, check_positive(w, f"map_from[{n!r}]")) for n, w in pairs)
+    if not checked or len({n for n, _ in checked}) != len(checked):
+        raise ValueError(f"map_from must name each evidence once, got {map_from!r}")
+    for name, _ in checked:
+        check_choice(name, "map_from", QUERIES)
+        if not NEEDS[name] <= NEEDS[queries]:
+            raise ValueError(
+                f"map_from={name!r} needs {' and '.join(sorted(NEEDS[name]))} queries, but "
+                f"queries={queries!r} makes only {' and '.join(sorted(NEEDS[queries]))} queries"
+            )
+    return checked
+
+
+#: The named presets. ``"default"``: this package's defaults. ``"published"``: the loop of
+#: Kikuchi et al. (ACCV 2022) exactly -- fixed prior mean at the window centre, the smoothed
+#: map, gain 10, both queries on one baseline, the full acquisition grid (stride 1), the
+#: length scales refitted from scratch at every step and the map rebuilt from every window.
+PRESETS: Mapping[str, BORExSettings] = MappingProxyType(
+    {
+        "default": BORExSettings(),
+        "published": BORExSettings(
+            queries="both",
+            gain=10.0,
+            apply_softmax=True,
+            keep_baselines=None,
+            map_from=None,
+            prior_mean="center",
+            prior_fit="fixed",
+            map_prior="smoothed",
+            kappa=10.0,
+            lengthscale=None,
+            lengthscale_bounds=(1.0, 20.0),
+            noise=0.01,
+            jitter=None,
+            windows_per_step=1,
+            acquisition_stride=1,
+            refit_every=1,
+            warm_start=False,
+            exact_map=True,
+        ),
+    }
+)
+
+
+def resolve_settings(settings: Any) -> BORExSettings:
+    """A :class:`BORExSettings` from a preset name or a settings object.
+
+    Raises:
+        TypeError: neither a string nor a :class:`BORExSettings`.
+        ValueError: an unknown preset name (the message lists the presets).
+    """
+    if isinstance(settings, BORExSettings):
+        return settings
+    if isinstance(settings, str):
+        return BORExSettings.preset(settings)
+    raise TypeError(
+        "settings must be a preset name "
+        f"({', '.join(map(repr, PRESETS))}) or a BORExSettings, got {type(settings).__name__}"
+    )
