@@ -217,8 +217,9 @@ def explanation_grid(
         ...                        details.uncertainty, mean=MEAN, std=STD)
         >>> fig.savefig("explanations.png")
     """
-    images = _batch(images, "images", 4)
+    images = _batch(images, "images", "NCHW")
     heats = _named_maps(maps, images, reduce)
+    _check_vmax(vmax, heats)
     rgb = _display(images, mean, std, "images")
     n, columns = len(images), 1 + len(heats) + (uncertainty is not None)
     _check_titles(titles, n)
@@ -274,7 +275,7 @@ def frame_strip(
 
         >>> frame_strip(clips[0], {"BOREx": attributions[0]}).savefig("strip.png")
     """
-    clip = _batch(clip, "clip", 4)
+    clip = _batch(clip, "clip", "CTHW")
     if not isinstance(maps, Mapping):
         raise TypeError(f"maps must be a mapping of titles to tensors, got {type(maps).__name__}")
     batched = {k: v[None] if isinstance(v, Tensor) else v for k, v in maps.items()}
@@ -322,8 +323,9 @@ def clip_grid(
         ValueError: a map does not fit ``clips``, a frame index is out of range, or
             ``titles`` is not one per clip.
     """
-    clips = _batch(clips, "clips", 5)
+    clips = _batch(clips, "clips", "NCTHW")
     heats = _named_maps(maps, clips, reduce)
+    _check_vmax(vmax, heats)
     std_maps = None
     if uncertainty is not None:
         std_maps = _maps_at_size(uncertainty, clips, "uncertainty", "mean").numpy()
@@ -405,7 +407,7 @@ def save_gif(
     """
     from PIL import Image
 
-    batch = _batch(clip, "clip", 4)[None]
+    batch = _batch(clip, "clip", "CTHW")[None]
     saliency = saliency[None] if isinstance(saliency, Tensor) else saliency
     heat = _maps_at_size(saliency, batch, "saliency", reduce)[0].numpy()
     style = _map_style(heat, sign, vmax, cmap, alpha)
@@ -550,23 +552,28 @@ def _per_channel(values: PerChannel, channels: int, name: str, default: float) -
     return t
 
 
-def _batch(x: Any, name: str, ndim: int) -> Tensor:
-    """``x`` if it is a tensor of ``ndim`` dimensions (or, for one image, ``ndim + 1`` with N=1)."""
+def _batch(x: Any, name: str, layout: str) -> Tensor:
+    """``x`` if it is a tensor with as many dimensions as ``layout`` names, e.g. "NCHW"."""
     if not isinstance(x, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    kinds = {3: "(C, H, W) or (1, C, H, W)", 4: "(N, C, H, W)", 5: "(N, C, T, H, W)"}
-    if name == "clip":
-        kinds[4] = "(C, T, H, W)"
-    ok = x.dim() == ndim or (name == "image" and x.dim() == 4 and x.shape[0] == 1)
-    if not ok:
-        raise ValueError(f"{name} must be {kinds[ndim]}, got shape {tuple(x.shape)}")
+    if x.dim() != len(layout):
+        raise ValueError(f"{name} must be ({', '.join(layout)}), got shape {tuple(x.shape)}")
     return x
 
 
 def _one_image(image: Any) -> Tensor:
     """A ``(C, H, W)`` or ``(1, C, H, W)`` image as ``(1, C, H, W)``."""
-    image = _batch(image, "image", 3)
-    return image[None] if image.dim() == 3 else image
+    if isinstance(image, Tensor) and image.dim() == 4:
+        if image.shape[0] != 1:
+            raise ValueError(f"image must be (C, H, W) or (1, C, H, W), got {tuple(image.shape)}")
+        return image
+    return _batch(image, "image", "CHW")[None]
+
+
+def _check_vmax(vmax: Any, names: Mapping[str, Tensor]) -> None:
+    unknown = set(vmax) - set(names) if isinstance(vmax, Mapping) else set()
+    if unknown:
+        raise ValueError(f"vmax names maps that are not given: {sorted(unknown)}")
 
 
 def _check_titles(titles: Sequence[str] | None, n: int) -> None:

@@ -151,6 +151,10 @@ def test_errors_name_the_argument(images, cam):
         overlay(images[0], cam)
     with pytest.raises(TypeError, match="image must be a torch.Tensor"):
         overlay(images[0].numpy(), cam[0])
+    with pytest.raises(ValueError, match="vmax names maps that are not given"):
+        explanation_grid(images, {"x": cam}, vmax={"y": 1.0})
+    with pytest.raises(ValueError, match="image must be"):
+        overlay(images, cam)
     with pytest.raises(ValueError, match="uncertainty_range"):
         explanation_grid(images, {"x": cam}, torch.rand(2, 28, 28), uncertainty_range=(1, 0))
 
