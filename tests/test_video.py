@@ -17,7 +17,6 @@ from captum_borex.metrics import (
     insertion_auc,
     pointing_game,
 )
-from captum_borex.viz import frame_strip, save_gif
 
 FAST = dict(n_iter=6, seed=0)
 
@@ -161,16 +160,6 @@ def test_clip_deletion_and_insertion_run_over_voxels(cnn3d, clips_val):
     assert good.shape == (4,) and good.mean() < bad.mean() - 0.1
     ins = insertion_auc(cnn3d, clips[:4], truth, target=labels[:4], n_steps=20)
     assert ((ins >= 0) & (ins <= 1)).all()
-
-
-def test_frame_strip_and_gif(tmp_path, clips_val):
-    clips, _, masks = clips_val
-    figure = frame_strip(clips[0], {"truth": masks[0].float()})
-    figure.savefig(tmp_path / "strip.png")
-    assert Image.open(tmp_path / "strip.png").size[0] > Image.open(tmp_path / "strip.png").size[1]
-    save_gif(clips[0], masks[0].float(), str(tmp_path / "clip.gif"))
-    gif = Image.open(tmp_path / "clip.gif")
-    assert gif.n_frames == 8
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
