@@ -311,9 +311,15 @@ def clip_grid(
         frames: Frame indices to show. Default: all
         cell_size: Inches per panel. Default: 1.6
         titles: A label per clip. Default: None
-        mean, std, alpha, cmap, sign, vmax, reduce, uncertainty_range: As in
-            :func:`explanation_grid`; without ``vmax`` a row's scale is its largest shown
+        mean: As in :func:`explanation_grid`.
+        std: As in :func:`explanation_grid`.
+        alpha: As in :func:`explanation_grid`.
+        cmap: As in :func:`explanation_grid`.
+        sign: As in :func:`explanation_grid`.
+        vmax: As in :func:`explanation_grid`; without it a row's scale is its largest shown
             magnitude over the shown frames.
+        reduce: As in :func:`explanation_grid`.
+        uncertainty_range: As in :func:`explanation_grid`.
 
     Returns:
         A matplotlib Figure.
@@ -399,7 +405,12 @@ def save_gif(
         path: Output file (``.gif``).
         fps: Frames per second. Default: 4.0
         alpha: Weight of the heat map. Default: 0.5
-        mean, std, cmap, sign, vmax, reduce: As in :func:`overlay`.
+        mean: As in :func:`overlay`.
+        std: As in :func:`overlay`.
+        cmap: As in :func:`overlay`.
+        sign: As in :func:`overlay`.
+        vmax: As in :func:`overlay`.
+        reduce: As in :func:`overlay`.
 
     Examples::
 
