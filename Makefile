@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 EXTRAS ?= test
 
-.PHONY: quickstart test lint bench clean
+.PHONY: quickstart test lint bench docs clean
 
 $(VENV)/.installed-$(EXTRAS): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -29,5 +29,14 @@ bench: $(VENV)/.installed-$(EXTRAS)
 	$(PY) benchmarks/callback.py
 	$(PY) benchmarks/cameras.py
 
+# The API reference (MkDocs + mkdocstrings): the docs extra on top of the same environment,
+# then a strict build, so a broken reference or a malformed docstring fails.
+$(VENV)/.installed-$(EXTRAS)-docs: $(VENV)/.installed-$(EXTRAS)
+	$(PY) -m pip install -q -e ".[$(EXTRAS),docs]"
+	touch $@
+
+docs: $(VENV)/.installed-$(EXTRAS)-docs
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir site
+
 clean:
-	rm -rf $(VENV) outputs
+	rm -rf $(VENV) outputs site
