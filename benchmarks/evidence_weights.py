@@ -39,8 +39,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 import quality as Q  # noqa: E402
 from _table import machine, print_table  # noqa: E402
 
-from captum_borex import BOREx, rank_fusion  # noqa: E402
-from captum_borex.attr.borex import NEEDS  # noqa: E402
+from captum_borex import BOREx, BORExSettings, rank_fusion  # noqa: E402
+from captum_borex.attr.settings import NEEDS  # noqa: E402
 
 #: Search settings: (Grad-CAM's EfficientNet block, None for the last layer; options).
 SETTINGS: dict[str, tuple[int | None, dict[str, Any]]] = {
@@ -116,15 +116,14 @@ def evidence_maps(
     details: dict[str, Any] = {}
 
     def run(model: Q.Counted) -> Tensor:
-        details["run"] = BOREx(model, prior=prior).attribute(
+        settings = BORExSettings(**options).replace(map_from=observed(options))
+        details["run"] = BOREx(model, prior=prior, settings=settings).attribute(
             task.images,
             target=task.target,
             seed=seed,
             n_iter=n_iter,
             internal_batch_size=256,
-            map_from=observed(options),
             return_details=True,
-            **options,
         )
         return details["run"].attributions
 
@@ -181,7 +180,7 @@ def main() -> None:
         runs: dict[str, dict[int, list[Q.Scores]]] = {k: {} for k in weightings}
         calls: dict[int, float] = {}
         for budget in budgets:
-            n_iter = Q.borex_iterations(budget, cam_calls, options)
+            n_iter = Q.borex_iterations(budget, cam_calls, BORExSettings(**options))
             for seed in seeds:
                 maps, used = evidence_maps(task, cam, seed, n_iter, options)
                 calls[budget] = used + cam_calls

@@ -29,7 +29,7 @@ from _models import BoxScorer, ResNet18  # noqa: E402
 from _table import machine, print_table  # noqa: E402
 from reference_borex import published_borex  # noqa: E402
 
-from captum_borex import RISE, BOREx  # noqa: E402
+from captum_borex import RISE, BOREx, BORExSettings  # noqa: E402
 from captum_borex.attr._priors import normalise_prior  # noqa: E402
 from captum_borex.metrics import deletion_auc, energy_pointing_game, insertion_auc  # noqa: E402
 
@@ -80,38 +80,32 @@ def optimiser_table(n_images: int, n_reference: int) -> None:
         + quality(model, images[:n_reference], ref)
         + ["-"]
     )
-    published = dict(
-        refit_every=1,
-        warm_start=False,
-        acquisition_stride=1,
-        prior_fit="fixed",
-        map_prior="smoothed",
-        gain=10.0,
-    )
+    published = BORExSettings.preset("published")
+    default = BORExSettings.preset("default")
     settings = [
-        ("BOREx, published settings", published, n_reference),
+        ("BOREx, published preset", published, n_reference),
         (
             "BOREx, stride 4, refit every step from scratch",
-            dict(refit_every=1, warm_start=False),
+            default.replace(refit_every=1, warm_start=False),
             n_images,
         ),
-        ("BOREx defaults", {}, n_images),
-        ("BOREx defaults", {}, 1),
+        ("BOREx default preset", default, n_images),
+        ("BOREx default preset", default, 1),
     ]
     BOREx(model, prior=raw_prior[:1]).attribute(images[:1], target=0, n_iter=3)  # warm-up
-    for name, kwargs, batch in settings:
+    for name, preset, batch in settings:
         count = batch if batch > 1 else 2
         maps, elapsed = [], 0.0
         for first in range(0, count, batch):
             chunk = slice(first, first + batch)
-            borex = BOREx(model, prior=raw_prior[chunk])
+            borex = BOREx(model, prior=raw_prior[chunk], settings=preset)
             start = time.perf_counter()
-            maps.append(borex.attribute(images[chunk], target=0, n_iter=50, seed=0, **kwargs))
+            maps.append(borex.attribute(images[chunk], target=0, n_iter=50, seed=0))
             elapsed += time.perf_counter() - start
         maps = torch.cat(maps)
-        exact = BOREx(model, prior=raw_prior[:count]).attribute(
-            images[:count], target=0, n_iter=50, seed=0, exact_map=True, **kwargs
-        )
+        exact = BOREx(
+            model, prior=raw_prior[:count], settings=preset.replace(exact_map=True)
+        ).attribute(images[:count], target=0, n_iter=50, seed=0)
         error = ((maps - exact).abs().amax() / (exact.amax() - exact.amin())).item()
         per_image = elapsed / count
         rows.append(
