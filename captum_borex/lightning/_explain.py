@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import contextlib
-import random
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, Literal
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
 from captum_borex._checks import check_finite_number, check_int
+from captum_borex._state import forked_rng
 from captum_borex.attr.borex import BOREx, BORExDetails
 from captum_borex.attr.settings import BORExSettings, resolve_settings
 
@@ -167,8 +166,6 @@ def undisturbed(trainer: Any, module: nn.Module, seed: int | None) -> Iterator[N
     """
     device = _module_device(module)
     cuda = [device.index if device.index is not None else 0] if device.type == "cuda" else []
-    python_state = random.getstate()
-    numpy_state = np.random.get_state()
     modes = [(m, m.training) for m in module.modules()]
     precision = getattr(trainer, "precision_plugin", None)
     forward_context = (
@@ -176,20 +173,16 @@ def undisturbed(trainer: Any, module: nn.Module, seed: int | None) -> Iterator[N
     )
     try:
         with (
-            torch.random.fork_rng(devices=cuda),
+            forked_rng(cuda, seed),
             torch.inference_mode(False),
             torch.no_grad(),
         ):
-            if seed is not None:
-                torch.manual_seed(seed)
             module.eval()
             with forward_context:
                 yield
     finally:
         for m, training in modes:
             m.training = training
-        random.setstate(python_state)
-        np.random.set_state(numpy_state)
 
 
 def _module_device(module: nn.Module) -> torch.device:
