@@ -226,7 +226,7 @@ def explain(
         targets = labels.detach().to(device=inputs.device, dtype=torch.long).clone()
     else:
         targets = module(inputs).argmax(1)
-    attribution = prior(module) if prior is not None else None
+    attribution = build_prior(prior, module)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         details = BOREx(module, prior=attribution, settings=settings).attribute(
@@ -235,6 +235,24 @@ def explain(
     for warning in caught:
         _warn_once(warning)
     return details, targets
+
+
+def build_prior(prior: PriorFactory | None, module: nn.Module) -> Any:
+    """The attribution ``prior`` builds for ``module`` (None for None).
+
+    Raises:
+        ValueError: the factory fails (naming its error).
+    """
+    if prior is None:
+        return None
+    try:
+        return prior(module)
+    except Exception as err:
+        raise ValueError(
+            f"prior(module) failed: {type(err).__name__}: {err}; prior must take the "
+            "LightningModule and return a Captum attribution, e.g. "
+            "prior=lambda module: LayerGradCam(module, module.layer4)"
+        ) from err
 
 
 #: Warnings already passed on by :func:`explain` in this process (one per message).

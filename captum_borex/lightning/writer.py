@@ -21,6 +21,7 @@ from captum_borex.lightning._explain import (
     ExplainOptions,
     PriorFactory,
     TargetMode,
+    build_prior,
     check_options,
     default_batch_to_inputs,
     explain,
@@ -174,7 +175,9 @@ class ExplanationWriter(*WRITER_BASES):  # type: ignore[misc]
         arguments)."""
         attribution = None
         if self.prior is not None:
-            attribution = _jsonable(attribution_identity(self.prior(pl_module), pl_module))
+            attribution = _jsonable(
+                attribution_identity(build_prior(self.prior, pl_module), pl_module)
+            )
         return {
             **self.recorded_settings(),
             "model_weights": model_digest(pl_module),
