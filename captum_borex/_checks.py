@@ -53,11 +53,11 @@ def check_finite(tensor: Tensor, name: str) -> None:
     where = ""
     if tensor.dim() > 1:
         rows = (~finite).flatten(1).any(1).nonzero().flatten().tolist()
-        where = f" (inputs {_listed(rows)})"
+        where = f" (inputs {short_list(rows)})"
     raise ValueError(f"{name} contains NaN or Inf values{where}")
 
 
-def _listed(values: list[int], limit: int = 8) -> str:
+def short_list(values: list[int], limit: int = 8) -> str:
     """``values`` as a short list, its first ``limit`` and a count of the rest."""
     shown = ", ".join(map(str, values[:limit]))
     more = f", ... {len(values) - limit} more" if len(values) > limit else ""

@@ -10,7 +10,7 @@ from captum._utils.common import _format_additional_forward_args, _select_target
 from captum._utils.typing import TargetType
 from torch import Tensor
 
-from captum_borex._checks import _listed, layout_hint
+from captum_borex._checks import layout_hint, short_list
 from captum_borex._state import modules_of
 
 
@@ -127,7 +127,7 @@ def finite_output(output: Any, rows: Tensor, perturbed: bool) -> Any:
         inputs = sorted(set(rows[bad.to(rows.device)].tolist()))
         what = "perturbed copies of inputs" if perturbed else "inputs"
         raise ValueError(
-            f"forward_func returned NaN or Inf for {what} {_listed(inputs)}; a model that "
+            f"forward_func returned NaN or Inf for {what} {short_list(inputs)}; a model that "
             "standardises each image ((x - mean) / std) divides by zero on a constant image "
             "such as an all-baseline one: add a small epsilon to the std, or pass other "
             "baselines / substrate"

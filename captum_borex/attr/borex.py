@@ -243,7 +243,8 @@ class BOREx(PerturbationAttribution):
             docstring). With ``return_details=True``, a :class:`BORExDetails`.
 
         Raises:
-            ValueError: bad inputs (not 4-D or 5-D, NaN/Inf), target out of range, a prior
+            ValueError: bad inputs (not 4-D or 5-D, NaN/Inf) or baselines (NaN/Inf), NaN/Inf
+                model outputs (the inputs concerned named), target out of range, a prior
                 that fails or whose maps do not match, ``n_iter < 1``, windows larger than
                 the image or longer than the clip, or settings that do not fit the inputs.
         """

@@ -103,7 +103,8 @@ class RISE(PerturbationAttribution):
             channels.
 
         Raises:
-            ValueError: bad inputs, target out of range, invalid mask parameters.
+            ValueError: bad inputs or baselines (NaN/Inf), NaN/Inf model outputs (the
+                inputs concerned named), target out of range, invalid mask parameters.
         """
         x, is_tuple = format_inputs(inputs)
         spatial = tuple(x.shape[2:])

@@ -416,16 +416,18 @@ def _check_duplicates(
     shards: list[dict[str, Tensor]], paths: list[Path], order: Tensor, first: Tensor
 ) -> None:
     """A dataset index explained twice must have the same input and (nearly) the same map."""
+
+    def gathered(key: str) -> Tensor:
+        return torch.cat([s[key] for s in shards])[order]
+
     source = torch.cat([torch.full((len(s["indices"]),), i) for i, s in enumerate(shards)])
-    digests = torch.cat([s["digests"] for s in shards])[order]
-    maps = torch.cat([s["maps"] for s in shards])[order]
-    source, keep = source[order], torch.cumsum(first.long(), 0) - 1
-    kept = first.nonzero().flatten()
+    source, indices, digests, maps = source[order], *map(gathered, ("indices", "digests", "maps"))
+    kept = first.nonzero().flatten()[torch.cumsum(first.long(), 0) - 1]  # each row's first
     for j in (~first).nonzero().flatten().tolist():
-        i = int(kept[keep[j]])
+        i = int(kept[j])
         same = digests[i] == digests[j] and torch.allclose(maps[i], maps[j], **_DUPLICATE_TOLERANCE)
         if not same:
-            index = int(torch.cat([s["indices"] for s in shards])[order][j])
+            index = int(indices[j])
             raise ValueError(
                 f"dataset index {index} has two different explanations, in "
                 f"{paths[int(source[i])].name} and {paths[int(source[j])].name}: the shards "
