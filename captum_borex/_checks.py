@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
+
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 #: Image batches are ``(N, C, H, W)``, clip batches ``(N, C, T, H, W)``.
 SUPPORTED_NDIMS = (4, 5)
@@ -41,9 +45,33 @@ def format_inputs(inputs: Any, name: str = "inputs") -> tuple[Tensor, bool]:
 
 
 def check_finite(tensor: Tensor, name: str) -> None:
-    """Raise a ValueError naming ``name`` if ``tensor`` holds NaN or Inf."""
-    if not bool(torch.isfinite(tensor).all()):
-        raise ValueError(f"{name} contains NaN or Inf values")
+    """Raise a ValueError naming ``name`` (and, for a batch, its rows) if ``tensor`` holds
+    NaN or Inf."""
+    finite = torch.isfinite(tensor)
+    if bool(finite.all()):
+        return
+    where = ""
+    if tensor.dim() > 1:
+        rows = (~finite).flatten(1).any(1).nonzero().flatten().tolist()
+        where = f" (inputs {short_list(rows)})"
+    raise ValueError(f"{name} contains NaN or Inf values{where}")
+
+
+def short_list(values: list[int], limit: int = 8) -> str:
+    """``values`` as a short list, its first ``limit`` and a count of the rest."""
+    shown = ", ".join(map(str, values[:limit]))
+    more = f", ... {len(values) - limit} more" if len(values) > limit else ""
+    return f"[{shown}{more}]"
+
+
+def layout_hint(inputs: Tensor) -> str:
+    """Advice when ``inputs`` look channels-last ``(N, H, W, C)``, else an empty string."""
+    if inputs.dim() == 4 and inputs.shape[-1] in (1, 3, 4) and inputs.shape[1] not in (1, 3, 4):
+        return (
+            f"; the inputs {tuple(inputs.shape)} look channels-last (N, H, W, C): pass "
+            "inputs.permute(0, 3, 1, 2) (channels first, as PyTorch models expect)"
+        )
+    return ""
 
 
 def format_baselines(baselines: Any, inputs: Tensor, name: str = "baselines") -> Tensor:
@@ -55,7 +83,7 @@ def format_baselines(baselines: Any, inputs: Tensor, name: str = "baselines") ->
             )
         baselines = baselines[0]
     if isinstance(baselines, (int, float)) and not isinstance(baselines, bool):
-        return torch.full_like(inputs, float(baselines))
+        return torch.full_like(inputs, check_finite_number(baselines, name))
     if not isinstance(baselines, Tensor):
         raise TypeError(f"{name} must be a number or a tensor, got {type(baselines).__name__}")
     try:
@@ -118,3 +146,28 @@ def check_finite_number(value: Any, name: str) -> float:
     if value != value or value in (float("inf"), float("-inf")):
         raise ValueError(f"{name} must be a finite number, got {value}")
     return float(value)
+
+
+def refuse_under_noise_tunnel(option: str) -> Callable[[_F], _F]:
+    """Decorate an ``attribute`` method so that Captum's ``NoiseTunnel``, which calls its
+    ``__wrapped__``, gets a clear ValueError when ``option=True`` is passed (it can only
+    average tensors); direct calls are unchanged."""
+
+    def decorate(method: _F) -> _F:
+        @functools.wraps(method)
+        def under_noise_tunnel(*args: Any, **kwargs: Any) -> Any:
+            if kwargs.get(option):
+                raise ValueError(
+                    f"{option}=True cannot be used under NoiseTunnel, which averages "
+                    f"attribution tensors: drop {option}, or call attribute directly"
+                )
+            return method(*args, **kwargs)
+
+        @functools.wraps(method)
+        def direct(*args: Any, **kwargs: Any) -> Any:
+            return method(*args, **kwargs)
+
+        direct.__wrapped__ = under_noise_tunnel  # type: ignore[attr-defined]
+        return direct  # type: ignore[return-value]
+
+    return decorate

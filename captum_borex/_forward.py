@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
 from captum._utils.common import _format_additional_forward_args, _select_targets
 from captum._utils.typing import TargetType
 from torch import Tensor
+
+from captum_borex._checks import layout_hint, short_list
+from captum_borex._state import modules_of
 
 
 def rows_of_target(target: TargetType, rows: Tensor) -> TargetType:
@@ -62,7 +65,12 @@ def target_scores(
     outputs = _chunked_outputs(
         forward_func, inputs, rows, additional_forward_args, batch_size, internal_batch_size
     )
-    return torch.cat([_scores_of(output, part, target, apply_softmax) for part, output in outputs])
+    return torch.cat(
+        [
+            _scores_of(finite_output(output, part, True), part, target, apply_softmax)
+            for part, output in outputs
+        ]
+    )
 
 
 def _chunked_outputs(
@@ -79,9 +87,52 @@ def _chunked_outputs(
     for start in range(0, inputs.shape[0], chunk):
         part = rows[start : start + chunk]
         args = rows_of_args(additional_forward_args, part, batch_size)
-        with torch.no_grad():
-            output = forward_func(inputs[start : start + chunk], *(args or ()))
+        try:
+            with torch.no_grad():
+                output = forward_func(inputs[start : start + chunk], *(args or ()))
+        except (RuntimeError, TypeError) as err:
+            hint = input_hint(forward_func, inputs)
+            if not hint:
+                raise
+            raise ValueError(f"forward_func failed: {type(err).__name__}: {err}{hint}") from err
         yield part, output
+
+
+def input_hint(forward_func: Callable[..., Any], inputs: Tensor) -> str:
+    """Advice when ``inputs`` do not suit the model: channels-last layout, or a dtype or
+    device other than its parameters'; an empty string when nothing looks wrong."""
+    hint = layout_hint(inputs)
+    for model in modules_of(forward_func):
+        for param in model.parameters():
+            if param.is_floating_point() and param.dtype != inputs.dtype:
+                hint += (
+                    f"; the inputs are {inputs.dtype} but the model's parameters are "
+                    f"{param.dtype}: pass inputs.to({param.dtype})"
+                )
+            if param.device != inputs.device:
+                hint += (
+                    f"; the inputs are on {inputs.device} but the model is on {param.device}: "
+                    f"pass inputs.to('{param.device}')"
+                )
+            return hint
+    return hint
+
+
+def finite_output(output: Any, rows: Tensor, perturbed: bool) -> Any:
+    """``output`` after a check that every row is finite (ValueError naming the inputs)."""
+    if not isinstance(output, Tensor) or not output.is_floating_point():
+        return output
+    bad = ~torch.isfinite(output.reshape(output.shape[0], -1)).all(1)
+    if bool(bad.any()):
+        inputs = sorted(set(rows[bad.to(rows.device)].tolist()))
+        what = "perturbed copies of inputs" if perturbed else "inputs"
+        raise ValueError(
+            f"forward_func returned NaN or Inf for {what} {short_list(inputs)}; a model that "
+            "standardises each image ((x - mean) / std) divides by zero on a constant image "
+            "such as an all-baseline one: add a small epsilon to the std, or pass other "
+            "baselines / substrate"
+        )
+    return output
 
 
 def _scores_of(output: Tensor, rows: Tensor, target: TargetType, apply_softmax: bool) -> Tensor:
@@ -92,12 +143,20 @@ def _scores_of(output: Tensor, rows: Tensor, target: TargetType, apply_softmax: 
 
 
 def format_target_check(
-    target: TargetType, n_outputs: int, batch_size: int, name: str = "target"
+    target: TargetType, row_shape: Sequence[int], batch_size: int, name: str = "target"
 ) -> None:
-    """Raise a ValueError naming ``name`` if class indices fall outside ``[0, n_outputs)``."""
-    if target is None:
+    """Raise a ValueError naming ``name`` if an index falls outside the model's output.
+
+    Args:
+        target: A Captum target.
+        row_shape: Shape of the model's output for one input, e.g. ``(K,)``.
+        batch_size: Number of inputs.
+        name: Argument name for error messages.
+    """
+    if target is None or not row_shape:
         return
     if isinstance(target, tuple):
+        _check_index_tuple(target, row_shape, name)
         return
     if isinstance(target, Tensor):
         if target.dtype.is_floating_point or target.dtype == torch.bool:
@@ -114,6 +173,8 @@ def format_target_check(
                 f"{name} list must hold one class per input ({batch_size}), got {len(target)}"
             )
         if target and isinstance(target[0], tuple):
+            for item in target:
+                _check_index_tuple(item, row_shape, name)
             return
         values = target
     elif isinstance(target, int) and not isinstance(target, bool):
@@ -122,12 +183,33 @@ def format_target_check(
         raise TypeError(
             f"{name} must be an int, a tuple, a tensor or a list, got {type(target).__name__}"
         )
+    n_outputs = row_shape[0]
     bad = [v for v in values if not 0 <= int(v) < n_outputs]
     if bad:
         raise ValueError(
             f"{name} {bad[0]} is out of range for a model with {n_outputs} outputs "
             f"(valid: 0..{n_outputs - 1})"
         )
+
+
+def _check_index_tuple(index: Any, row_shape: Sequence[int], name: str) -> None:
+    """A tuple target: one int per output dimension, each in range."""
+    if not isinstance(index, tuple) or not all(
+        isinstance(i, int) and not isinstance(i, bool) for i in index
+    ):
+        raise TypeError(f"{name} tuples must hold ints, got {index!r}")
+    if len(index) != len(row_shape):
+        raise ValueError(
+            f"{name} {index} has {len(index)} indices but the model's output has "
+            f"{len(row_shape)} dimension(s) per input {tuple(row_shape)}; pass one index per "
+            "dimension"
+        )
+    for i, size in zip(index, row_shape):
+        if not 0 <= i < size:
+            raise ValueError(
+                f"{name} {index} is out of range for an output of shape {tuple(row_shape)} "
+                "per input (indices must be >= 0 and below each size)"
+            )
 
 
 def check_target(
@@ -190,7 +272,7 @@ def _checked_outputs(
         forward_func, inputs, rows, additional_forward_args, batch, internal_batch_size
     ):
         _check_output(output, len(part), target, batch, apply_softmax)
-        yield part, output
+        yield part, finite_output(output, part, False)
 
 
 def _check_output(
@@ -198,6 +280,12 @@ def _check_output(
 ) -> None:
     """Check a model's output for ``n_rows`` inputs of a batch of ``batch_size`` against
     ``target`` (see :func:`check_target`)."""
+    if isinstance(output, (tuple, list, Mapping)) or hasattr(output, "logits"):
+        raise ValueError(
+            f"forward_func returned a {type(output).__name__}, not a tensor: wrap the model so "
+            "it returns the logits tensor, e.g. forward_func=lambda x: model(x).logits "
+            "(Hugging Face outputs) or lambda x: model(x)[0] (a tuple)"
+        )
     if not isinstance(output, Tensor) or output.shape[:1] != (n_rows,):
         raise ValueError(
             "forward_func must return a tensor with one row per input, got "
@@ -214,5 +302,4 @@ def _check_output(
                 "is constant); pass a target or apply_softmax=False"
             )
         return
-    if output.dim() == 2:
-        format_target_check(target, output.shape[1], batch_size)
+    format_target_check(target, tuple(output.shape[1:]), batch_size)

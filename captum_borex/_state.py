@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import random
+import types
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 
+import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.modules.dropout import _DropoutNd
 
 _HOOK_DICTS = (
     "_forward_hooks",
@@ -22,29 +29,94 @@ _HOOK_DICTS = (
 def modules_of(*objects: object) -> list[nn.Module]:
     """The ``nn.Module`` objects behind forward functions and attribution methods.
 
-    Looks at modules, bound methods of modules, and the ``forward_func`` / ``layer``
-    attributes of Captum attribution objects (recursively, for wrappers like NoiseTunnel).
+    Looks at modules, bound methods of modules, ``functools.partial`` objects (function and
+    arguments), functions and lambdas (their closure and the globals they name), and the
+    attributes of other objects such as Captum attribution methods (recursively, for
+    wrappers like NoiseTunnel), a few levels deep.
     """
     found: dict[int, nn.Module] = {}
+    seen: set[int] = set()
 
     def visit(obj: object, depth: int = 0) -> None:
-        if obj is None or depth > 4:
+        if depth > 6 or id(obj) in seen or isinstance(obj, _LEAVES):
             return
+        seen.add(id(obj))
         if isinstance(obj, nn.Module):
             found.setdefault(id(obj), obj)
             return
-        owner = getattr(obj, "__self__", None)
-        if isinstance(owner, nn.Module):
-            found.setdefault(id(owner), owner)
-        for name in ("forward_func", "layer", "attribution_method"):
-            if name in getattr(obj, "__dict__", {}):
-                value = obj.__dict__[name]
-                for item in value if isinstance(value, (list, tuple)) else (value,):
-                    visit(item, depth + 1)
+        for item in _wrapped_objects(obj):
+            visit(item, depth + 1)
 
     for obj in objects:
         visit(obj)
     return list(found.values())
+
+
+#: Objects that never hold a model worth looking into.
+_LEAVES = (type(None), bool, int, float, complex, str, bytes, Tensor, type, types.ModuleType)
+
+
+def _wrapped_objects(obj: object) -> list[object]:
+    """What a callable or object refers to that may hold a model."""
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return list(obj)
+    if isinstance(obj, dict):
+        return list(obj.values())
+    if isinstance(obj, functools.partial):
+        return [obj.func, *obj.args, *obj.keywords.values()]
+    if isinstance(obj, types.MethodType):
+        return [obj.__self__, obj.__func__]
+    if isinstance(obj, types.FunctionType):
+        cells = []
+        for cell in obj.__closure__ or ():
+            with contextlib.suppress(ValueError):  # an empty cell
+                cells.append(cell.cell_contents)
+        names = obj.__code__.co_names
+        return cells + [obj.__globals__[n] for n in names if n in obj.__globals__]
+    return list(getattr(obj, "__dict__", {}).values())
+
+
+def warn_if_training(modules: Iterable[nn.Module]) -> None:
+    """One ``UserWarning`` if a model has Dropout or BatchNorm layers in training mode."""
+    for root in modules:
+        if any(m.training and isinstance(m, (_DropoutNd, _BatchNorm)) for m in root.modules()):
+            warnings.warn(
+                f"the model {type(root).__name__} is in training mode: Dropout and BatchNorm "
+                "make its outputs random or batch-dependent, so explanations and measures are "
+                "noisy (a seed still makes them reproducible); call model.eval() first",
+                UserWarning,
+                stacklevel=4,
+            )
+            return
+
+
+def cuda_devices(x: Tensor) -> list[int]:
+    """The CUDA device of ``x`` as a list for ``torch.random.fork_rng`` (empty on the CPU)."""
+    if not x.is_cuda:
+        return []
+    return [x.device.index if x.device.index is not None else torch.cuda.current_device()]
+
+
+@contextlib.contextmanager
+def forked_rng(devices: list[int], seed: int | None = None, enabled: bool = True) -> Iterator[None]:
+    """Run code without advancing any global random number generator.
+
+    Forks torch's CPU generator and those of the CUDA ``devices``, Python's and NumPy's,
+    and seeds torch with ``seed`` (unless None). ``enabled=False`` does nothing.
+    """
+    if not enabled:
+        yield
+        return
+    python_state = random.getstate()
+    numpy_state = np.random.get_state()
+    try:
+        with torch.random.fork_rng(devices=devices):
+            if seed is not None:
+                torch.manual_seed(seed)
+            yield
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
 
 
 @contextlib.contextmanager
@@ -56,7 +128,11 @@ def preserved(modules: Iterable[nn.Module], tensors: Iterable[Tensor] = ()) -> I
             (hooks added inside are removed), parameters' ``requires_grad`` and ``.grad``,
             buffer values (e.g. BatchNorm running statistics).
         tensors: User tensors whose ``requires_grad`` and ``.grad`` are restored.
+
+    Warns once (see :func:`warn_if_training`) when a model is in training mode.
     """
+    modules = list(modules)
+    warn_if_training(modules)
     restore: list[Callable[[], None]] = []
     seen: set[int] = set()
     for root in modules:

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from captum_borex._checks import check_finite
+
 Substrate = str | float | Tensor | Callable[[Tensor], Tensor]
 NAMED = ("zeros", "blur", "mean")
 
@@ -41,7 +43,18 @@ def make_substrate(substrate: Substrate, inputs: Tensor, name: str = "substrate"
             ``inputs -> tensor``.
         inputs: The batch.
         name: Argument name for error messages.
+
+    Raises:
+        ValueError: an unknown name, a shape that does not broadcast, or NaN / Inf values.
+        TypeError: a substrate of another type.
     """
+    out = _substrate(substrate, inputs, name)
+    check_finite(out, name)
+    return out
+
+
+def _substrate(substrate: Substrate, inputs: Tensor, name: str) -> Tensor:
+    """:func:`make_substrate` before the finiteness check."""
     if isinstance(substrate, str):
         if substrate == "zeros":
             return torch.zeros_like(inputs)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -92,3 +94,17 @@ def trained_cnn3d() -> SmallCNN3d:
 def cnn3d(trained_cnn3d: SmallCNN3d) -> SmallCNN3d:
     """The trained clip model, in eval mode with gradients enabled for this test."""
     yield from _usable(trained_cnn3d)
+
+
+# Property-based fuzz (tests/test_fuzz.py): "ci" keeps the suite's time budget (about 150
+# examples a test, reproducible); HYPOTHESIS_PROFILE=thorough runs many more by hand.
+try:
+    from hypothesis import settings as hypothesis_settings
+except ImportError:  # the fuzz is skipped without it (pip install captum-borex[test])
+    hypothesis_settings = None
+if hypothesis_settings is not None:
+    hypothesis_settings.register_profile(
+        "ci", max_examples=150, deadline=None, derandomize=True, print_blob=True
+    )
+    hypothesis_settings.register_profile("thorough", max_examples=2000, deadline=None)
+    hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))

@@ -20,7 +20,7 @@ from captum.attr import LayerGradCam
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
-from captum_borex.lightning import BORExCallback, ExplanationWriter
+from captum_borex.lightning import BORExCallback, ExplanationWriter, load_explanations
 from captum_borex.lightning._compat import pl
 from captum_borex.synthetic import SmallCNN, make_shapes
 
@@ -139,9 +139,11 @@ def main() -> None:
         else:
             data = {"datamodule": PaddedShapes(args.n)}
         trainer.predict(module, return_predictions=False, **data)
+        # The documented pattern: load right after predict, on every rank.
+        indices, _ = load_explanations(args.output_dir / name)
         print(
             f"{name}, rank {trainer.global_rank}: wrote {len(writer.written)} shards, "
-            f"skipped {len(writer.skipped)}",
+            f"skipped {len(writer.skipped)}, loaded {len(indices)} indices",
             file=sys.stderr,
         )
 

@@ -1,4 +1,5 @@
 import copy
+import weakref
 
 import pytest
 import torch
@@ -410,8 +411,12 @@ def test_bad_layers_raise_clear_errors(model, data):
         CAMERAS(model, nn.Conv2d(3, 3, 3))
     with pytest.raises(TypeError, match="forward_func must be callable"):
         CAMERAS(3, layer_of(model))
-    # A plain function hides the model: the layer is checked when the model runs.
-    stranger = CAMERAS(lambda x: model(x), nn.Conv2d(3, 3, 3))
+    # A closure over the model is seen through; a function that hides the model (here
+    # behind a weak reference) has its layer checked when the model runs.
+    with pytest.raises(ValueError, match="layer Conv2d is not a submodule"):
+        CAMERAS(lambda x: model(x), nn.Conv2d(3, 3, 3))
+    hidden = weakref.ref(model)
+    stranger = CAMERAS(lambda x: hidden()(x), nn.Conv2d(3, 3, 3))
     with pytest.raises(ValueError, match="layer must run exactly once.*ran 0 times"):
         stranger.attribute(images[:2], target=0, scales=(1,))
     twice = Twice()

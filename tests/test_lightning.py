@@ -302,6 +302,12 @@ def test_ddp_fit_and_predict_on_two_processes(tmp_path: Path, single_device_dir:
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    # load_explanations right after trainer.predict sees every index on every rank.
+    for name in ("lightning_sampler", "padded_sampler"):
+        for rank in (0, 1):
+            assert f"{name}, rank {rank}: wrote 2 shards, skipped 0, loaded 13 indices" in (
+                result.stderr
+            ), result.stderr[-3000:]
     # DDP training with the callback: no hang, one figure (from rank zero), scalars logged.
     run_dir = tmp_path / "fit" / "run" / "version_0"
     assert [p.name for p in (tmp_path / "fit").glob("**/*.png")] == ["epoch_000.png"]

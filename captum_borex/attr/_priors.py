@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -57,20 +58,36 @@ def compute_prior(
             with torch.enable_grad():
                 maps = prior.attribute(inputs, target=target, **kwargs)
         except Exception as err:
-            raise ValueError(f"{source}.attribute failed: {type(err).__name__}: {err}") from err
+            raise ValueError(
+                f"{source}.attribute failed: {type(err).__name__}: {err}{_missing_hint(err)}"
+            ) from err
     elif callable(prior):
         source = "prior callable"
         try:
             with torch.enable_grad():
                 maps = prior(inputs, target, **kwargs)
         except Exception as err:
-            raise ValueError(f"{source} failed: {type(err).__name__}: {err}") from err
+            raise ValueError(
+                f"{source} failed: {type(err).__name__}: {err}{_missing_hint(err)}"
+            ) from err
     else:
         raise TypeError(
             "prior must be a Captum attribution, a tensor, a callable or None, "
             f"got {type(prior).__name__}"
         )
     return to_pixel_maps(maps, inputs, reduction, source)
+
+
+def _missing_hint(err: Exception) -> str:
+    """Advice for a prior called without an argument it requires."""
+    missing = re.findall(r"'(\w+)'", str(err)) if "required" in str(err) else []
+    if not isinstance(err, TypeError) or not missing:
+        return ""
+    example = "(3, 16, 16)" if missing[0] == "sliding_window_shapes" else "..."
+    return (
+        f"; pass it through prior_kwargs, e.g. prior_kwargs={{{missing[0]!r}: {example}}} "
+        "(an argument of attribute, of BORExCallback and of ExplanationWriter)"
+    )
 
 
 def to_pixel_maps(maps: Any, inputs: Tensor, reduction: ChannelReduction, source: str) -> Tensor:

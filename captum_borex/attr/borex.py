@@ -18,9 +18,11 @@ from captum_borex._checks import (
     check_int,
     format_baselines,
     format_inputs,
+    layout_hint,
+    refuse_under_noise_tunnel,
 )
 from captum_borex._forward import checked_target_scores
-from captum_borex._state import modules_of, preserved
+from captum_borex._state import cuda_devices, forked_rng, modules_of, preserved
 from captum_borex.attr._objective import (
     WindowObjective,
     keep_baselines_like,
@@ -181,6 +183,7 @@ class BOREx(PerturbationAttribution):
     def multiplies_by_inputs(self) -> bool:
         return False
 
+    @refuse_under_noise_tunnel("return_details")
     @log_usage()
     def attribute(
         self,
@@ -240,7 +243,8 @@ class BOREx(PerturbationAttribution):
             docstring). With ``return_details=True``, a :class:`BORExDetails`.
 
         Raises:
-            ValueError: bad inputs (not 4-D or 5-D, NaN/Inf), target out of range, a prior
+            ValueError: bad inputs (not 4-D or 5-D, NaN/Inf) or baselines (NaN/Inf), NaN/Inf
+                model outputs (the inputs concerned named), target out of range, a prior
                 that fails or whose maps do not match, ``n_iter < 1``, windows larger than
                 the image or longer than the clip, or settings that do not fit the inputs.
         """
@@ -250,10 +254,8 @@ class BOREx(PerturbationAttribution):
         with (
             torch.inference_mode(False),
             preserved(modules_of(self.forward_func, self.prior), [call.inputs]),
-            torch.random.fork_rng(devices=_cuda_devices(call.inputs), enabled=seed is not None),
+            forked_rng(cuda_devices(call.inputs), seed, enabled=seed is not None),
         ):
-            if seed is not None:
-                torch.manual_seed(seed)
             call = call.usable()
             run_seed = seed if seed is not None else int(torch.randint(0, 2**62, (1,)))
             objective = self._objective(call, target, additional_forward_args, internal_batch_size)
@@ -293,7 +295,10 @@ class BOREx(PerturbationAttribution):
                 "settings.temporal_window_sizes applies to clips (N, C, T, H, W) only; "
                 "use settings.replace(temporal_window_sizes=None) for images"
             )
-        space = window_space(tuple(x.shape[2:]), window_sizes, settings.temporal_window_sizes)
+        try:
+            space = window_space(tuple(x.shape[2:]), window_sizes, settings.temporal_window_sizes)
+        except ValueError as err:
+            raise ValueError(f"{err}{layout_hint(x)}") from None
         base = format_baselines(baselines, x)
         return _Call(
             inputs=x,
@@ -452,11 +457,3 @@ def fused_map(evidence: dict[str, Tensor], weights: dict[str, float]) -> Tensor:
     order = ranks.flatten(1).argsort(dim=1, stable=True)
     out = torch.empty_like(values).scatter_(1, order, values.sort(1).values)
     return out.view_as(maps[0])
-
-
-def _cuda_devices(x: Tensor) -> list[int]:
-    return (
-        [x.device.index if x.device.index is not None else torch.cuda.current_device()]
-        if x.is_cuda
-        else []
-    )

@@ -15,9 +15,9 @@ from captum.attr import GradientAttribution, LayerAttribution
 from captum.log import log_usage
 from torch import Tensor, nn
 
-from captum_borex._checks import check_callable, check_int, format_inputs
+from captum_borex._checks import check_callable, check_finite, check_int, format_inputs
 from captum_borex._forward import check_target, rows_of_args, rows_of_target
-from captum_borex._state import modules_of, preserved
+from captum_borex._state import cuda_devices, forked_rng, modules_of, preserved
 
 #: Default input scales: the input's side times 1, 1.5, ..., 4 (seven resolutions; 224 to
 #: 896 pixels for a 224-pixel input, about the range the paper explores).
@@ -167,12 +167,15 @@ class CAMERAS(LayerAttribution, GradientAttribution):
             torch.inference_mode(False),
             torch.enable_grad(),
             preserved(modules_of(self.forward_func, self.layer), [x]),
+            forked_rng(cuda_devices(x)),
         ):
             # Under inference mode (e.g. Lightning's predict) autograd needs ordinary tensors.
             if x.is_inference():
                 x = x.clone()
             args = _clone_inference(additional_forward_args)
             check_target(self.forward_func, x, target, args, False, chunk)
+            if isinstance(target, Tensor) and target.numel() > 1:
+                target = target.reshape(-1)  # (N, 1) like (N,), as the other methods take it
             if chunk >= batch:
                 parts = [(x, target, args)]
             else:
@@ -186,6 +189,7 @@ class CAMERAS(LayerAttribution, GradientAttribution):
                     for part in parts
                 ]
             ).to(x.dtype)
+        check_finite(cam, "the CAMERAS maps (from the model's outputs and gradients at `scales`)")
         if relu_attributions:
             cam = cam.clamp(min=0)
         if normalise:

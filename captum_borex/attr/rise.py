@@ -22,7 +22,7 @@ from captum_borex._checks import (
     format_inputs,
 )
 from captum_borex._forward import check_target, target_scores
-from captum_borex._state import modules_of, preserved
+from captum_borex._state import cuda_devices, forked_rng, modules_of, preserved
 
 
 class RISE(PerturbationAttribution):
@@ -90,8 +90,10 @@ class RISE(PerturbationAttribution):
             keep_prob: Probability that a cell is kept. Default: 0.5
             perturbations_per_eval: Masks evaluated per model call (the model sees
                 ``N * perturbations_per_eval`` inputs at once). Default: 32
-            seed: Seed of the masks, for reproducible maps (the global RNG is not
-                touched); None uses the global RNG. Default: None
+            seed: Seed of the masks and of any randomness in the model (e.g. Dropout
+                in training mode), for reproducible maps; the whole call then runs under a
+                forked RNG, so the global RNG is not touched. None uses the global RNG.
+                Default: None
             apply_softmax: Score by the target's softmax probability (as in the paper);
                 False uses the raw output. Default: True
             show_progress: Show a progress bar over mask batches. Default: False
@@ -101,7 +103,8 @@ class RISE(PerturbationAttribution):
             channels.
 
         Raises:
-            ValueError: bad inputs, target out of range, invalid mask parameters.
+            ValueError: bad inputs or baselines (NaN/Inf), NaN/Inf model outputs (the
+                inputs concerned named), target out of range, invalid mask parameters.
         """
         x, is_tuple = format_inputs(inputs)
         spatial = tuple(x.shape[2:])
@@ -122,7 +125,10 @@ class RISE(PerturbationAttribution):
         grids, shifts = draw_masks(n_masks, spatial, grid, keep_prob, generator)
         saliency = torch.zeros(batch, math.prod(spatial), dtype=torch.float64, device=x.device)
         chunks = range(0, n_masks, perturbations_per_eval)
-        with preserved(modules_of(self.forward_func), [x]):
+        with (
+            preserved(modules_of(self.forward_func), [x]),
+            forked_rng(cuda_devices(x), seed, enabled=seed is not None),
+        ):
             check_target(self.forward_func, x, target, additional_forward_args, apply_softmax)
             for start in progress(chunks, desc="RISE attribution") if show_progress else chunks:
                 k = min(perturbations_per_eval, n_masks - start)

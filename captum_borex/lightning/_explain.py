@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import contextlib
-import random
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, Literal
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
 from captum_borex._checks import check_finite_number, check_int
+from captum_borex._state import forked_rng
 from captum_borex.attr.borex import BOREx, BORExDetails
 from captum_borex.attr.settings import BORExSettings, resolve_settings
 
@@ -167,8 +166,6 @@ def undisturbed(trainer: Any, module: nn.Module, seed: int | None) -> Iterator[N
     """
     device = _module_device(module)
     cuda = [device.index if device.index is not None else 0] if device.type == "cuda" else []
-    python_state = random.getstate()
-    numpy_state = np.random.get_state()
     modes = [(m, m.training) for m in module.modules()]
     precision = getattr(trainer, "precision_plugin", None)
     forward_context = (
@@ -176,20 +173,16 @@ def undisturbed(trainer: Any, module: nn.Module, seed: int | None) -> Iterator[N
     )
     try:
         with (
-            torch.random.fork_rng(devices=cuda),
+            forked_rng(cuda, seed),
             torch.inference_mode(False),
             torch.no_grad(),
         ):
-            if seed is not None:
-                torch.manual_seed(seed)
             module.eval()
             with forward_context:
                 yield
     finally:
         for m, training in modes:
             m.training = training
-        random.setstate(python_state)
-        np.random.set_state(numpy_state)
 
 
 def _module_device(module: nn.Module) -> torch.device:
@@ -233,7 +226,7 @@ def explain(
         targets = labels.detach().to(device=inputs.device, dtype=torch.long).clone()
     else:
         targets = module(inputs).argmax(1)
-    attribution = prior(module) if prior is not None else None
+    attribution = build_prior(prior, module)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         details = BOREx(module, prior=attribution, settings=settings).attribute(
@@ -242,6 +235,24 @@ def explain(
     for warning in caught:
         _warn_once(warning)
     return details, targets
+
+
+def build_prior(prior: PriorFactory | None, module: nn.Module) -> Any:
+    """The attribution ``prior`` builds for ``module`` (None for None).
+
+    Raises:
+        ValueError: the factory fails (naming its error).
+    """
+    if prior is None:
+        return None
+    try:
+        return prior(module)
+    except Exception as err:
+        raise ValueError(
+            f"prior(module) failed: {type(err).__name__}: {err}; prior must take the "
+            "LightningModule and return a Captum attribution, e.g. "
+            "prior=lambda module: LayerGradCam(module, module.layer4)"
+        ) from err
 
 
 #: Warnings already passed on by :func:`explain` in this process (one per message).

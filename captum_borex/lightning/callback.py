@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from captum_borex._checks import check_int
+from captum_borex._checks import check_int, format_inputs
+from captum_borex._state import forked_rng
 from captum_borex.attr.borex import BORExDetails
 from captum_borex.attr.settings import BORExSettings
 from captum_borex.lightning._compat import CALLBACK_BASES, rank_zero_warn
@@ -35,12 +36,14 @@ _PREFIX = {"validation": "borex", "test": "borex_test"}
 
 
 class _Samples:
-    """The first ``capacity`` samples seen, on the CPU."""
+    """The first ``capacity`` samples seen in one epoch, on the CPU; ``closed`` once that
+    epoch ends, so later epochs neither add samples nor repeat them."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self.inputs: list[Tensor] = []
         self.labels: list[Tensor | None] = []
+        self.closed = False
 
     @property
     def count(self) -> int:
@@ -48,7 +51,7 @@ class _Samples:
 
     @property
     def full(self) -> bool:
-        return self.count >= self.capacity
+        return self.closed or self.count >= self.capacity
 
     def add(self, inputs: Tensor, labels: Tensor | None) -> None:
         k = min(self.capacity - self.count, inputs.shape[0])
@@ -66,6 +69,7 @@ class _Samples:
     def set(self, inputs: Tensor | None, labels: Tensor | None) -> None:
         self.inputs = [] if inputs is None else [inputs[: self.capacity]]
         self.labels = [] if inputs is None else [None if labels is None else labels[: len(inputs)]]
+        self.closed = inputs is not None
 
 
 class BORExCallback(*CALLBACK_BASES):  # type: ignore[misc]
@@ -204,6 +208,7 @@ class BORExCallback(*CALLBACK_BASES):  # type: ignore[misc]
             "test": _Samples(self.num_samples),
         }
         self._warned_empty = False
+        self._checked = False
         #: The last explanation computed on this rank (on the CPU), or None.
         self.last_explanation: BORExDetails | None = None
 
@@ -236,6 +241,43 @@ class BORExCallback(*CALLBACK_BASES):  # type: ignore[misc]
         if not trainer.sanity_checking:
             self._collect("validation", batch, dataloader_idx)
 
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        """Before the first training step: explain one validation sample with one BOREx
+        round, so bad data (a dict batch, NaN images, windows larger than the images) or a
+        failing prior show now rather than after a whole epoch; warn if there is no
+        validation data."""
+        if self._checked:
+            return
+        self._checked = True
+        with forked_rng([]):  # a shuffling loader draws its order from the global RNG
+            batch = _first_batch(trainer.val_dataloaders, self.dataloader_idx)
+        if batch is None:
+            self._warn_empty("validation")
+            return
+        inputs, labels = split_batch(self.batch_to_inputs, batch)
+        format_inputs(inputs, "validation inputs")
+        options = replace(self.options, n_iter=1)
+        try:
+            with undisturbed(trainer, pl_module, self.options.seed):
+                x = to_module_input(trainer, pl_module, inputs[:1])
+                first_label = None if labels is None else labels[:1]
+                explain(pl_module, x, first_label, self.prior, self.target, self.settings, options)
+        except (ValueError, TypeError) as err:
+            raise type(err)(
+                f"BORExCallback cannot explain the first validation sample (checked before "
+                f"training): {err}"
+            ) from err
+
+    def _warn_empty(self, stage: str) -> None:
+        """Warn once that there is nothing to explain."""
+        if self._warned_empty:
+            return
+        self._warned_empty = True
+        rank_zero_warn(
+            f"BORExCallback: no {stage} samples to explain (is the {stage} dataloader "
+            f"{self.dataloader_idx} empty, or limit_val_batches=0?)"
+        )
+
     def on_test_start(self, trainer: Any, pl_module: Any) -> None:
         self._samples["test"] = _Samples(self.num_samples)
 
@@ -262,6 +304,7 @@ class BORExCallback(*CALLBACK_BASES):  # type: ignore[misc]
     def on_validation_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         if trainer.sanity_checking:
             return
+        self._samples["validation"].closed = True  # the first epoch's samples, for good
         if _fitting(trainer) and (trainer.current_epoch + 1) % self.every_n_epochs != 0:
             return
         self._run(trainer, pl_module, "validation")
@@ -277,12 +320,8 @@ class BORExCallback(*CALLBACK_BASES):  # type: ignore[misc]
             samples = self._samples[stage]
             if samples.count:
                 metrics = self._explain_and_log(trainer, pl_module, stage, log_dir)
-            elif not self._warned_empty:
-                self._warned_empty = True
-                rank_zero_warn(
-                    f"BORExCallback: no {stage} samples to explain (is the {stage} dataloader "
-                    f"{self.dataloader_idx} empty?)"
-                )
+            else:
+                self._warn_empty(stage)
         # Every rank logs rank zero's values, so monitors (EarlyStopping, ModelCheckpoint)
         # see them everywhere; syncing identical values only averages them with themselves.
         metrics = trainer.strategy.broadcast(metrics, src=0)
@@ -351,3 +390,14 @@ def _to_cpu(details: BORExDetails) -> BORExDetails:
 def _fitting(trainer: Any) -> bool:
     fn = getattr(getattr(trainer, "state", None), "fn", None)
     return str(getattr(fn, "value", fn)) == "fit"
+
+
+def _first_batch(loaders: Any, dataloader_idx: int) -> Any:
+    """The first batch of validation dataloader ``dataloader_idx``, or None if there is none."""
+    if isinstance(loaders, dict):
+        loaders = list(loaders.values())
+    if isinstance(loaders, (list, tuple)):
+        loaders = loaders[dataloader_idx] if dataloader_idx < len(loaders) else None
+    if loaders is None:
+        return None
+    return next(iter(loaders), None)

@@ -12,7 +12,7 @@ from torch import Tensor
 
 from captum_borex._checks import check_int, format_inputs
 from captum_borex._forward import check_target, target_scores
-from captum_borex._state import modules_of, preserved
+from captum_borex._state import cuda_devices, forked_rng, modules_of, preserved
 from captum_borex._substrates import Substrate, make_substrate
 from captum_borex.attr._priors import to_pixel_maps
 
@@ -71,7 +71,7 @@ def causal_curves(
     steps_per_call = max(1, internal_batch_size // batch)
     spatial = x.shape[2:]
     scores = []
-    with preserved(modules_of(forward_func), [x]):
+    with preserved(modules_of(forward_func), [x]), forked_rng(cuda_devices(x)):
         check_target(forward_func, x, target, additional_forward_args, apply_softmax)
         for first in range(0, n_steps + 1, steps_per_call):
             k = counts[first : first + steps_per_call]

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from captum_borex._checks import format_inputs
 from captum_borex._forward import check_target
-from captum_borex._state import modules_of, preserved
+from captum_borex._state import cuda_devices, forked_rng, modules_of, preserved
 from captum_borex._substrates import Substrate
 from captum_borex.attr._priors import PriorType, compute_prior, to_pixel_maps
 from captum_borex.metrics.faithfulness import CausalCurves, causal_curves
@@ -484,7 +484,7 @@ def refinement_report(
         >>> print(report)
         >>> report.figure().savefig("report.png")
     """
-    from captum_borex.attr.borex import BOREx, _cuda_devices
+    from captum_borex.attr.borex import BOREx
 
     x, _ = format_inputs(inputs)
     borex = BOREx(model, prior=None, settings=settings)
@@ -499,9 +499,7 @@ def refinement_report(
         if x.is_inference():
             x = x.clone()
         check_target(model, x, target, additional_forward_args, False)
-        with torch.random.fork_rng(devices=_cuda_devices(x), enabled=seed is not None):
-            if seed is not None:
-                torch.manual_seed(seed)
+        with forked_rng(cuda_devices(x), seed, enabled=seed is not None):
             prior_maps = compute_prior(
                 prior, x, target, additional_forward_args, prior_kwargs, reduction
             )

@@ -44,7 +44,7 @@ from captum_borex._checks import (
 )
 from captum_borex._forward import check_target, target_scores
 from captum_borex._ranks import average_ranks
-from captum_borex._state import modules_of, preserved
+from captum_borex._state import cuda_devices, forked_rng, modules_of, preserved
 from captum_borex._substrates import gaussian_blur
 from captum_borex.attr._priors import (
     REDUCTIONS,
@@ -382,8 +382,13 @@ def _scores(
 
 @contextlib.contextmanager
 def _untouched(objects: Sequence[object], inputs: Tensor) -> Iterator[None]:
-    """Outside inference mode, with every model behind ``objects`` restored on exit."""
-    with torch.inference_mode(False), preserved(modules_of(*objects), [inputs]):
+    """Outside inference mode, with every model behind ``objects`` restored on exit and
+    the global random number generators forked."""
+    with (
+        torch.inference_mode(False),
+        preserved(modules_of(*objects), [inputs]),
+        forked_rng(cuda_devices(inputs)),
+    ):
         yield
 
 
