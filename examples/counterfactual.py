@@ -7,7 +7,8 @@ changing only 10% of the pixels picked by Grad-CAM: with the pixel stage alone a
 latent stage first. Writes a figure (input, region, counterfactuals, differences) and a
 Markdown table to ``outputs/``. Needs ``pip install captum-borex[diffusion] scikit-learn``.
 
-Run: ``python examples/counterfactual.py`` (about 3 minutes on 2 CPU cores).
+Run: ``python examples/counterfactual.py`` (240 s of CPU time; 6 min wall on a shared,
+loaded 2-core machine).
 """
 
 from __future__ import annotations
@@ -155,7 +156,8 @@ def main() -> None:
     unet = train_unet(latents * scale, ddpm)
     trained = time.perf_counter() - start
     print(
-        f"+ latent diffusion: {trained:.0f} s; classifier accuracy on held-out digits {accuracy:.3f}"
+        f"+ latent diffusion: {trained:.0f} s; classifier accuracy on held-out digits "
+        f"{accuracy:.3f}"
     )
 
     x = images[test][:32]
