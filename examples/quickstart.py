@@ -106,9 +106,9 @@ def borex_details(counter: CallCounter, x: Tensor, target: Tensor, n_iter: int) 
 def occlusion_grid(size: int, calls: float) -> tuple[int, int]:
     """Window and stride of the Occlusion whose count of passes per image (one per window
     position, plus the unoccluded input) is closest to ``calls``: windows of about a quarter of
-    the side, tiling it exactly."""
+    the side (at least the stride, so no pixel is left out), tiling it exactly."""
     per_axis = max(2, round((calls - 1) ** 0.5))
-    stride = round((size - size / 4) / (per_axis - 1))
+    stride = min(round(0.75 * size / (per_axis - 1)), size // per_axis)
     return size - stride * (per_axis - 1), stride
 
 
@@ -346,7 +346,7 @@ def report_training(trainer: pl.Trainer, epochs: int, out: Path) -> None:
     print(f"    PNGs: {', '.join(str(p) for p in pngs)}")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("outputs/quickstart"))
     parser.add_argument(
@@ -356,7 +356,7 @@ def main() -> None:
     parser.add_argument("--n-iter", type=int, default=50, help="BOREx rounds on the photos")
     parser.add_argument("--metric-steps", type=int, default=50, help="deletion / insertion steps")
     parser.add_argument("--epochs", type=int, default=3, help="training epochs (Lightning part)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     args.photos = tuple(args.photos)
     args.out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
