@@ -66,4 +66,5 @@ def test_quickstart_runs_and_warns_nothing(tmp_path: Path) -> None:
     assert done.stderr == ""
     for name in ("explanations.png", "table.md", "table.csv"):
         assert (tmp_path / name).is_file()
-    assert "model calls per image: BOREx 9, Occlusion" in done.stdout
+    assert "BOREx, 3 rounds: 9 model calls per image" in done.stdout
+    assert "Occlusion, window 32, stride 32: 10 model calls per image" in done.stdout
