@@ -260,18 +260,21 @@ NO_OBJECT = len(SHAPE_NAMES)
 
 
 def shapes_with_empty_images(n: int, seed: int) -> TensorDataset:
-    """``make_shapes`` images whose last quarter has the object painted over with background
-    noise, labelled :data:`NO_OBJECT`.
+    """``make_shapes`` images whose last quarter shows no shape, labelled :data:`NO_OBJECT`:
+    the object painted over with background noise, and in every other one of them the
+    distractor too, on a background from black to the usual noise.
 
     A classifier that must call every image one of the three shapes calls an empty (or black)
     image one of them too, so BOREx's black baseline would already score the target and its
     keep queries would say little. With a class for "no object", the baseline gets that one.
     """
     images, labels, masks = make_shapes(n, seed=seed)
-    empty = slice(n - n // 4, n)
-    noise = 0.05 * torch.rand(images[empty].shape, generator=torch.Generator().manual_seed(seed))
-    boxes = masks[empty, None]
-    images[empty] = torch.where(boxes, noise, images[empty])
+    empty = torch.arange(n - n // 4, n)
+    generator = torch.Generator().manual_seed(seed)
+    noise = 0.05 * torch.rand(images[empty].shape, generator=generator)
+    images[empty] = torch.where(masks[empty, None], noise, images[empty])
+    blank = empty[::2]
+    images[blank] = noise[::2] * torch.rand(len(blank), 1, 1, 1, generator=generator)
     labels[empty] = NO_OBJECT
     return TensorDataset(images, labels)
 
