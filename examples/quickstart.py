@@ -10,7 +10,8 @@
    epoch and logs the figure and the deletion / insertion AUC of both maps (see them with
    ``tensorboard --logdir OUT/lightning``; PNGs under ``OUT/lightning/shapes/version_*/borex``).
 
-Needs the ``real`` extra (``make quickstart`` installs it)::
+Needs the ``quickstart`` extra (the ``real`` one and TensorBoard; ``make quickstart``
+installs it)::
 
     python examples/quickstart.py --out outputs/quickstart
 """
@@ -241,7 +242,7 @@ def write_tables(rows: list[list[object]], out: Path, caption: str) -> None:
     with open(out / "table.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(TABLE_HEADER)
-        writer.writerows(rows)
+        writer.writerows([name, f"{calls:g}", *aucs] for name, calls, *aucs in rows)
 
 
 def timed(what: str, run: Callable[..., T], *args: object) -> T:
