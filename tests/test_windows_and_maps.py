@@ -86,12 +86,3 @@ def test_lattice_to_full_is_exact_for_linear_functions_inside_the_lattice():
     full = lattice_to_full(values, [positions], [9], [1])[0]
     torch.testing.assert_close(full[1:8], 2.0 * torch.arange(1, 8).double() + 1.0)
     assert full[0] == values[0, 0] and full[8] == values[0, -1]
-
-
-def test_average_over_sizes_equals_the_full_rebuild_of_a_centre_only_value():
-    from captum_borex.bo.reconstruction import average_over_sizes
-
-    space = WindowSpace((5, 9, 8), [(1, 2), (1, 3, 4)], (0, 1, 1), (1.0, 1.0, 1.0))
-    values = torch.randn(2, 5, 9, 8, dtype=torch.float64)
-    repeated = values[:, None].expand(-1, space.n_combos, -1, -1, -1)
-    torch.testing.assert_close(average_over_sizes(values, space), windows_to_map(repeated, space))

@@ -174,24 +174,30 @@ class WindowObjective:
             return y
         return y, torch.stack([evidence(name) for name in self.extra], -1)
 
-    def probability_change(self, name: str, values: Tensor) -> Tensor:
-        """Maps of evidence ``name`` from the GP's scale back to the scores' units.
+    def probability_change(self, name: str, size_maps: Tensor) -> Tensor:
+        """The map of evidence ``name`` in the scores' units, from its size maps on the GP's
+        scale.
 
-        The GP observes ``y = tanh(gain * delta / 2)``; this inverts it and moves the zero to
-        "no effect": for "delete", ``s(input) - s(delete)``, and for "keep", ``s(keep) -
-        s(baseline)``, as they are; for "both", the mean of the two, ``(delta + s(input) -
-        s(baseline)) / 2``, since ``s(keep) - s(delete)`` is their sum less ``s(input) -
-        s(baseline)``. Positive is evidence for the target, negative against, in
-        probabilities (or the model's output units with ``apply_softmax=False``).
+        The GP observes ``y = tanh(gain * delta / 2)``; each size's map is turned back into
+        ``delta`` (so windows of different sizes are averaged in one unit), the sizes are
+        averaged, and the zero is moved to "no effect": for "delete", ``s(input) -
+        s(delete)``, and for "keep", ``s(keep) - s(baseline)``, as they are; for "both", the
+        mean of the two, ``(delta + s(input) - s(baseline)) / 2``, since ``s(keep) -
+        s(delete)`` is their sum less ``s(input) - s(baseline)``. Positive is evidence for
+        the target, negative against, in probabilities (or the model's output units with
+        ``apply_softmax=False``).
 
         Args:
             name: "both", "delete" or "keep".
-            values: ``(N, *spatial)`` a map on the GP's scale.
+            size_maps: ``(N, S, *spatial)`` the map of each window size on the GP's scale.
+
+        Returns:
+            ``(N, *spatial)`` the map.
         """
         limit = 1.0 - 1e-6
-        delta = 2.0 / self.gain * torch.atanh(values.clamp(-limit, limit))
+        delta = (2.0 / self.gain * torch.atanh(size_maps.clamp(-limit, limit))).mean(1)
         if name != "both":
             return delta
         reference = cast(Tensor, self.input_scores) - cast(Tensor, self.keep_scores)
-        reference = reference.to(values).view(-1, *(1,) * (values.dim() - 1))
+        reference = reference.to(delta).view(-1, *(1,) * (delta.dim() - 1))
         return (delta + reference) / 2

@@ -385,10 +385,11 @@ class BOREx(PerturbationAttribution):
         """The map in changes of probability, shaped like the inputs (or the details)."""
         settings = self.settings
         x = call.inputs
-        extras = iter(result.extra_maps.unbind(1) if result.extra_maps is not None else ())
+        extra = result.extra_size_maps
+        extras = iter(extra.unbind(1) if extra is not None else ())
         evidence = {
             name: objective.probability_change(
-                name, result.mean_map if name == settings.queries else next(extras)
+                name, result.size_maps if name == settings.queries else next(extras)
             ).to(x.dtype)
             for name in settings.map_sources
         }

@@ -15,10 +15,10 @@ from torch import Tensor
 
 from captum_borex.bo.acquisition import best_index, centrality_penalty, upper_confidence_bound
 from captum_borex.bo.reconstruction import (
-    average_over_sizes,
     box_mean,
     lattice_to_full,
     windows_to_map,
+    windows_to_size_maps,
 )
 from captum_borex.bo.surrogate import GridPosterior, as_lengthscale, fit_lengthscales, make_kernel
 from captum_borex.bo.windows import WindowSpace
@@ -61,28 +61,40 @@ class BOResult:
     """What one run of :func:`optimise` found, for a batch of ``N`` inputs.
 
     Attributes:
-        mean_map: ``(N, *shape)`` posterior mean rebuilt over pixels (the saliency map).
-        std_map: ``(N, *shape)`` posterior standard deviation rebuilt the same way; None
-            when :func:`optimise` was asked not to rebuild it.
+        size_maps: ``(N, S, *shape)`` posterior mean rebuilt over pixels, one map per window
+            size (each pixel: the mean over the windows of that size covering it).
+        std_map: ``(N, *shape)`` posterior standard deviation rebuilt the same way and
+            averaged over sizes; None when :func:`optimise` was asked not to rebuild it.
         half_sizes: ``(N, n, D)`` half-length per axis of every queried window.
         centres: ``(N, n, D)`` centre of every queried window.
         scores: ``(N, n)`` objective value of every queried window.
         lengthscale: ``(N, d)`` final length scales.
-        extra_maps: ``(N, K, *shape)`` a map per extra observation of the objective (see
-            :data:`Objective`), rebuilt like ``mean_map`` from the same windows and length
-            scales, with its own fitted prior mean; None when the objective has none.
+        extra_size_maps: ``(N, K, S, *shape)`` size maps per extra observation of the
+            objective (see :data:`Objective`), rebuilt like ``size_maps`` from the same
+            windows and length scales, with its own fitted prior mean; None when the
+            objective has none.
         seconds: Wall time spent in the objective (building perturbed inputs, the model)
             and in the optimiser itself (everything else).
     """
 
-    mean_map: Tensor
+    size_maps: Tensor
     std_map: Tensor | None
     half_sizes: Tensor
     centres: Tensor
     scores: Tensor
     lengthscale: Tensor = field(repr=False)
     seconds: dict[str, float] = field(default_factory=dict)
-    extra_maps: Tensor | None = None
+    extra_size_maps: Tensor | None = None
+
+    @property
+    def mean_map(self) -> Tensor:
+        """``(N, *shape)`` the saliency map on the GP's scale: the mean of the size maps."""
+        return self.size_maps.mean(1)
+
+    @property
+    def extra_maps(self) -> Tensor | None:
+        """``(N, K, *shape)`` the map of each extra observation, or None."""
+        return None if self.extra_size_maps is None else self.extra_size_maps.mean(2)
 
 
 def prior_table(prior: Tensor, space: WindowSpace, how: str) -> Tensor:
@@ -279,7 +291,7 @@ class _Search:
         self.posterior.refactor()
 
     def _maps(self, coef: Tensor, with_std: bool) -> tuple[Tensor, Tensor | None]:
-        """The map (and its standard deviation) of the posterior as it stands."""
+        """The size maps (and the standard deviation's map) of the posterior as it stands."""
         space = self.space
         table_combos = torch.arange(space.n_combos, device=self.device)
         table_combos = table_combos.repeat_interleave(self.raw_table.shape[1] // space.n_combos)
@@ -292,13 +304,13 @@ class _Search:
             self.settings.exact_map,
             with_std,
         )
-        mean = _prior_map(self.prior, self.raw_table, coef, space, self.settings)
-        return mean + windows_to_map(correction, space), (
+        prior = _prior_size_maps(self.prior, self.raw_table, coef, space, self.settings)
+        return prior + windows_to_size_maps(correction, space), (
             None if std is None else windows_to_map(std, space)
         )
 
     def _extra_maps(self) -> Tensor | None:
-        """A map per extra observation, from the same windows and length scales, each with
+        """Size maps per extra observation, from the same windows and length scales, each with
         its own fitted prior mean."""
         if not self.extra:
             return None
@@ -311,17 +323,17 @@ class _Search:
 
     def result(self, uncertainty: bool) -> BOResult:
         """The maps and what was observed."""
-        mean_map, std_map = self._maps(self.coef, uncertainty)
+        size_maps, std_map = self._maps(self.coef, uncertainty)
         combos = torch.cat(self.combos, 1)
         batch = self.prior.shape[0]
         return BOResult(
-            mean_map=mean_map,
+            size_maps=size_maps,
             std_map=std_map,
             half_sizes=self.space.combos.to(self.device)[combos],
             centres=torch.cat(self.centres, 1),
             scores=torch.cat(self.scores, 1),
             lengthscale=self.kernel.lengthscale.detach().reshape(batch, -1).clone(),
-            extra_maps=self._extra_maps(),
+            extra_size_maps=self._extra_maps(),
         )
 
 
@@ -403,19 +415,22 @@ def fit_prior_coefficients(
     return torch.where((coef[:, -1] < 0).unsqueeze(-1), flat, coef)
 
 
-def _prior_map(
+def _prior_size_maps(
     prior: Tensor, raw_table: Tensor, coef: Tensor, space: WindowSpace, settings: BOSettings
 ) -> Tensor:
-    """The map of the (fitted) prior mean: box-averaged like the windows (published), or the
-    prior itself with ``map_prior="sharp"``."""
+    """The (fitted) prior mean's part of each size map, ``(N, S, *shape)``: box-averaged
+    like the windows (published), or the prior itself with ``map_prior="sharp"``; each size
+    with its own fitted offset."""
+    batch, sizes = prior.shape[0], space.n_combos
     if settings.map_prior == "sharp":
-        values = prior
+        values = prior.unsqueeze(1).expand(-1, sizes, *space.shape)
     elif settings.prior_mean == "center":
-        values = average_over_sizes(prior, space)
+        values = windows_to_size_maps(prior.unsqueeze(1).expand(-1, sizes, *space.shape), space)
     else:
-        batch = prior.shape[0]
-        values = windows_to_map(raw_table.reshape(batch, space.n_combos, *space.shape), space)
-    return _calibrated(values, coef, None)
+        values = windows_to_size_maps(raw_table.reshape(batch, sizes, *space.shape), space)
+    offsets, slope = coef[:, :-1], coef[:, -1]
+    view = (batch, sizes) + (1,) * space.n_axes
+    return offsets.view(view) + slope.view(batch, *(1,) * (space.n_axes + 1)) * values
 
 
 #: The map's lattice is at most this fraction of the smallest fitted length scale apart.

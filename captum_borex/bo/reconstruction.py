@@ -42,20 +42,6 @@ def box_mean(values: Tensor, half_widths: Sequence[int], axes: Sequence[int]) ->
     return out
 
 
-def average_over_sizes(values: Tensor, space: WindowSpace) -> Tensor:
-    """The rebuilt map of a window value that depends on the centre only, ``(N, *shape)``.
-
-    Equal to :func:`windows_to_map` of ``values`` repeated over every window size, but the
-    average over sizes factors into one average per size group (rows and columns share
-    one; time has its own), so it takes a few box filters instead of one chain per size.
-    """
-    out = values
-    for group, sizes in enumerate(space.half_sizes):
-        axes = [a + 1 for a, g in enumerate(space.axis_groups) if g == group]
-        out = torch.stack([box_mean(out, [h] * len(axes), axes) for h in sizes]).mean(0)
-    return out
-
-
 def lattice_to_full(
     values: Tensor, positions: Sequence[Tensor], lengths: Sequence[int], axes: Sequence[int]
 ) -> Tensor:
@@ -87,11 +73,26 @@ def lattice_to_full(
     return out
 
 
-def windows_to_map(values: Tensor, space: WindowSpace) -> Tensor:
-    """The published map rebuild: box-average window values, then average over sizes.
+def windows_to_size_maps(values: Tensor, space: WindowSpace) -> Tensor:
+    """Box-average window values, one map per window size.
 
     For each window size, a pixel receives the mean value of all windows of that size whose
-    centre lies within the window's half-length of it; the map is the mean over sizes.
+    centre lies within the window's half-length of it.
+
+    Args:
+        values: ``(N, S, *space.shape)`` a value for every window of ``space``.
+        space: The window space ``values`` is laid out on.
+
+    Returns:
+        ``(N, S, *space.shape)`` a map per window size.
+    """
+    axes = list(range(1, space.n_axes + 1))
+    maps = [box_mean(values[:, s], space.combos[s].tolist(), axes) for s in range(space.n_combos)]
+    return torch.stack(maps, 1)
+
+
+def windows_to_map(values: Tensor, space: WindowSpace) -> Tensor:
+    """The published map rebuild: :func:`windows_to_size_maps`, then the mean over sizes.
 
     Args:
         values: ``(N, S, *space.shape)`` a value for every window of ``space``.
@@ -100,6 +101,4 @@ def windows_to_map(values: Tensor, space: WindowSpace) -> Tensor:
     Returns:
         ``(N, *space.shape)`` map.
     """
-    axes = list(range(1, space.n_axes + 1))
-    maps = [box_mean(values[:, s], space.combos[s].tolist(), axes) for s in range(space.n_combos)]
-    return torch.stack(maps, 0).mean(0)
+    return windows_to_size_maps(values, space).mean(1)

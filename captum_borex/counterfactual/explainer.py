@@ -258,7 +258,7 @@ def class_indices(
             f"{name} must be an int, a tensor or a list of ints (one class per input), "
             f"got {type(classes).__name__}"
         )
-    format_target_check(classes, n_classes, batch, name)
+    format_target_check(classes, (n_classes,), batch, name)
     if isinstance(classes, Tensor):
         values = classes.reshape(-1).to(device=device, dtype=torch.long)
     else:
