@@ -63,7 +63,7 @@ def main() -> None:
     layer = model.net._blocks[-1]
     borex = BOREx(model, prior=LayerGradCam(model, layer))
     maps = borex.attribute(images, target=target, n_iter=args.n_iter, seed=0)
-    print(f"| photo | class | positive share | rank, sign=positive | rank, absolute_value |")
+    print("| photo | class | positive share | rank, sign=positive | rank, absolute_value |")
     print("|---|---|---|---|---|")
     for name, cls, attributions, image in zip(PHOTOS, target.tolist(), maps, images):
         positive = float((attributions[0] > 0).float().mean())
