@@ -47,3 +47,12 @@ def test_load_clips_decodes_square_clips_in_unit_range() -> None:
     assert clips.shape == (2, 3, 3, 16, 16)
     assert 0 <= clips.min() and clips.max() <= 1 and clips.std() > 0.05
     assert labels == ["carphone_pristine@0", "carphone_pristine@113"]
+
+
+def test_quality_benchmark_sizes_only_the_clips_down() -> None:
+    import quality
+
+    clips = quality.sized_for(quality.FULL, "clips", quick=False)
+    assert clips.clips_per_video == 2 and clips.budget_variants == (0,)
+    assert quality.sized_for(quality.QUICK, "clips", quick=True).clips_per_video == 1
+    assert quality.sized_for(quality.FULL, "photos", quick=False) is quality.FULL
