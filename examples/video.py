@@ -12,8 +12,8 @@ model`` wheel) run on every frame, its logits averaged over the frames. Both com
 
 Writes ``frames.png`` (each clip's frames, Grad-CAM, the refined map and BOREx's
 uncertainty) and ``table.md`` (deletion / insertion AUC over voxels of Grad-CAM, BOREx and,
-for reference, RISE given as many model calls as BOREx used) to ``--out``. About two
-minutes on a shared 2-core CPU.
+for reference, RISE given as many model calls as BOREx used) to ``--out``. About 30 s
+on two CPU cores (3 minutes when other jobs share them).
 """
 
 from __future__ import annotations
