@@ -5,7 +5,7 @@ Occlusion when every method gets the same number of model calls?
     python benchmarks/quality.py --data photos --device cuda  # about 1 minute on an H100
     python benchmarks/quality.py --quick    # a few minutes on a CPU, fewer images and settings
     python benchmarks/quality.py --data photos --budget-only  # equal-budget rows only
-    python benchmarks/quality.py --data clips   # real video clips, about 25 minutes on 2 cores
+    python benchmarks/quality.py --data clips   # 8 real clips, about 17 minutes on 2 shared cores
 
 The full photo run (72 images) would take about 2.5 hours on a 2-core CPU (20 images took 42
 minutes): run it with ``--device cuda``.
