@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "examples"))
-from real_model import IMAGENET_MEAN, IMAGENET_STD, load_model  # noqa: E402
+from _imagenet import IMAGENET_MEAN, IMAGENET_STD, load_model  # noqa: E402
 
 __all__ = [
     "IMAGENET_MEAN",

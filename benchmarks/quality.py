@@ -62,8 +62,8 @@ from torch import Tensor, nn
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent / "examples"))
 from _clips import clip_maps, load_clip_model, load_clips  # noqa: E402
+from _imagenet import PHOTOS, load_model, load_photo  # noqa: E402
 from _table import machine, print_table  # noqa: E402
-from real_model import PHOTOS, load_model, load_photo  # noqa: E402
 
 from captum_borex import CAMERAS, RISE, BOREx, BORExSettings  # noqa: E402
 from captum_borex.attr._priors import to_pixel_maps  # noqa: E402
