@@ -5,7 +5,8 @@ PyPI wheel) is explained at its top class by BOREx over Grad-CAM; Captum's
 ``visualize_image_attr(..., method="heat_map")`` is drawn with ``sign="positive"`` and with its
 default ``sign="absolute_value"``, and the table gives, per photo, the lowest BOREx rank (0 for
 the lowest pixel, 1 for the highest) among the pixels Captum draws at full strength, and the
-share of the map that is positive.
+share of the map that is positive, and the largest absolute value (a change of probability:
+at most 1).
 
     pip install -e ".[real]"
     python benchmarks/map_sign.py --size 128 --n-iter 25
@@ -63,14 +64,19 @@ def main() -> None:
     layer = model.net._blocks[-1]
     borex = BOREx(model, prior=LayerGradCam(model, layer))
     maps = borex.attribute(images, target=target, n_iter=args.n_iter, seed=0)
-    print("| photo | class | positive share | rank, sign=positive | rank, absolute_value |")
-    print("|---|---|---|---|---|")
+    print(
+        "| photo | class | max abs value | positive share | rank, positive | rank, absolute_value |"
+    )
+    print("|---|---|---|---|---|---|")
     for name, cls, attributions, image in zip(PHOTOS, target.tolist(), maps, images):
         positive = float((attributions[0] > 0).float().mean())
         ranks = [
             brightest_rank(attributions, image, sign) for sign in ("positive", "absolute_value")
         ]
-        print(f"| {name} | {cls} | {positive:.2f} | {ranks[0]:.3f} | {ranks[1]:.3f} |")
+        largest = float(attributions.abs().max())
+        print(
+            f"| {name} | {cls} | {largest:.3f} | {positive:.2f} | {ranks[0]:.3f} | {ranks[1]:.3f} |"
+        )
 
 
 if __name__ == "__main__":

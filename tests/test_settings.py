@@ -14,6 +14,7 @@ import torch
 from captum.attr import LayerGradCam, Saliency
 
 from captum_borex import PRESETS, BOREx, BORExSettings
+from captum_borex.attr._objective import WindowObjective
 from captum_borex.attr._priors import normalise_prior
 from captum_borex.metrics import deletion_auc, insertion_auc
 
@@ -179,3 +180,15 @@ def test_published_preset_reproduces_the_published_reference_loop():
         ours,
         reference,
     )
+
+
+def test_probability_units_stay_within_a_probability_change_where_the_gp_overshoots():
+    """The GP's mean may pass tanh's range; a change of probability stays in [-1, 1]."""
+    objective = WindowObjective.__new__(WindowObjective)  # only the conversion is tested
+    objective.gain, objective.apply_softmax = 3.0, True
+    objective.input_scores, objective.keep_scores = torch.tensor([0.9]), torch.tensor([0.1])
+    overshoot = torch.tensor([1.4, 1.2, 0.999, 1.0], dtype=torch.float64).view(1, 4, 1, 1)
+    deleted = objective.probability_change("delete", overshoot)
+    torch.testing.assert_close(deleted, torch.ones(1, 1, 1, dtype=torch.float64))
+    both = objective.probability_change("both", -overshoot)
+    torch.testing.assert_close(both, torch.full((1, 1, 1), (-1.0 + 0.8) / 2, dtype=torch.float64))

@@ -3,6 +3,7 @@ and the evidence ``tanh(gain * delta / 2)``, and the reference scores before the
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable
 from typing import Any, cast
@@ -194,7 +195,8 @@ class WindowObjective:
         Returns:
             ``(N, *spatial)`` the map.
         """
-        limit = 1.0 - 1e-6
+        # A change of probability lies in [-1, 1]; the GP's mean may overshoot its image.
+        limit = math.tanh(self.gain / 2) if self.apply_softmax else 1.0 - 1e-6
         delta = (2.0 / self.gain * torch.atanh(size_maps.clamp(-limit, limit))).mean(1)
         if name != "both":
             return delta
