@@ -83,7 +83,8 @@ class RISE(PerturbationAttribution):
             additional_forward_args: Extra arguments for ``forward_func``; tensors whose
                 first dimension is N follow their input. Default: None
             baselines: What masked-out pixels become: a number or a tensor broadcastable
-                to the inputs. Default: 0.0
+                to the inputs, in the model's input space (for normalised inputs, 0 is the
+                mean colour, not black). Default: 0.0
             n_masks: Number of random masks. Default: 2000
             cells: Cells of the low-resolution grid per spatial axis (an int for all
                 axes, or one per axis). Default: 7

@@ -121,7 +121,9 @@ def deletion_auc(
         additional_forward_args: Extra arguments for ``forward_func``. Default: None
         n_steps: Number of removal steps. Default: 100
         substrate: What removed pixels become: "zeros", "blur", "mean", a number, a
-            tensor or a callable ``inputs -> tensor``. Default: "zeros"
+            tensor or a callable ``inputs -> tensor``, in the model's input space (for
+            inputs normalised with a mean and std, "zeros" is the mean colour, not black).
+            Default: "zeros"
         apply_softmax: Score by the target's softmax probability; False uses the raw
             output. Default: True
         internal_batch_size: Largest batch passed to the model at once. Default: 256
