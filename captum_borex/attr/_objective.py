@@ -12,7 +12,6 @@ import torch
 from captum._utils.typing import TargetType
 from torch import Tensor
 
-from captum_borex._checks import check_finite, format_baselines
 from captum_borex._forward import target_scores
 from captum_borex._substrates import make_substrate
 from captum_borex.attr.settings import NEEDS
@@ -75,11 +74,7 @@ def keep_baselines_like(keep_baselines: Any, baselines: Tensor, inputs: Tensor) 
     """The background of every keep query, shaped like ``inputs``."""
     if keep_baselines is None:
         return baselines
-    if isinstance(keep_baselines, (str, Tensor)) or callable(keep_baselines):
-        out = make_substrate(keep_baselines, inputs, "keep_baselines")
-        check_finite(out, "keep_baselines")
-        return out
-    return format_baselines(keep_baselines, inputs, "keep_baselines")
+    return make_substrate(keep_baselines, inputs, "keep_baselines")
 
 
 class WindowObjective:
