@@ -1,14 +1,16 @@
 """Quality of BOREx maps: does refinement improve a prior, and does BOREx beat RISE and
 Occlusion when every method gets the same number of model calls?
 
-    python benchmarks/quality.py --data shapes digits     # about 11 minutes on 2 cores
-    python benchmarks/quality.py --data photos --device cuda  # about 1 minute on an H100
-    python benchmarks/quality.py --quick    # a few minutes on a CPU, fewer images and settings
+    python benchmarks/quality.py --data shapes digits     # 3 seeds in the equal-budget rows
+    python benchmarks/quality.py --data photos --device cuda
+    python benchmarks/quality.py --quick --data shapes  # under a minute on a CPU, 1 seed
     python benchmarks/quality.py --data photos --budget-only  # equal-budget rows only
-    python benchmarks/quality.py --data clips   # 8 real clips, about 17 minutes on 2 shared cores
+    python benchmarks/quality.py --data clips   # 8 real clips
+    python benchmarks/quality.py --data digits --seeds 1  # one seed instead of 3
 
-The full photo run (72 images) would take about 2.5 hours on a 2-core CPU (20 images took 42
-minutes): run it with ``--device cuda``.
+Timings before the equal-budget rows ran several Occlusions and 3 seeds: shapes and digits
+about 11 minutes on 2 cores, photos about 1 minute on an H100 (about 2.5 hours on a 2-core
+CPU: run it with ``--device cuda``), clips about 17 minutes on 2 shared cores.
 
 Four data sets (the first three by default):
 
@@ -30,6 +32,17 @@ Four data sets (the first three by default):
   half, then the second); CAMERAS (images only) is left out; smaller sizes
   (:data:`CLIP_SIZES`) keep the run short. Skipped with a note when the extra is missing.
 
+Equal budget: at 26, 50 and 101 model calls per image (``Config.budgets``; clips one budget,
+:data:`CLIP_SIZES`), everything counted, BOREx's variants (:data:`BUDGET_VARIANTS`, the
+default preset over Grad-CAM first) run as many rounds as fit after their prior's calls,
+averaged over ``--seeds`` seeds (3; 1 with ``--quick``); Occlusion runs with every square
+window and stride of a small family (:func:`occlusion_family`) that fits, the few with the
+most calls, and RISE with one mask fewer than the budget (it checks the target once more),
+averaged over the seeds. The verdict printed after each data set and across them compares
+the default with the best Occlusion (per measure) and RISE: a win is both means better and
+neither measure significantly worse; it also says where the default is significantly worse
+than its prior.
+
 Every map is scored by deletion AUC (zeros substrate, lower is better) and insertion AUC
 (blur substrate, higher is better) of the target's softmax probability (over voxels for
 clips), the pointing game (shapes) and the spatial salience entropy (bits; lower = more
@@ -38,7 +51,8 @@ are two-sided paired Wilcoxon signed-rank tests (``captum_borex.metrics.paired_c
 of the row against the row named in ``vs``. ``calls`` counts model evaluations per image
 (or clip: a clip's pass is one call): a backward pass counts as one call; BOREx costs
 ``2 * n_iter * windows_per_step + 2`` plus its prior's calls (``n_iter * windows_per_step + 2``
-with ``queries="delete"``), RISE one per mask, Occlusion one per window position plus one.
+with ``queries="delete"``), RISE one per mask plus one, Occlusion one per window position
+plus one.
 """
 
 from __future__ import annotations
@@ -407,25 +421,41 @@ SPEED_SETTINGS = ("acquisition_stride", "refit_every", "warm_start", "exact_map"
 PUBLISHED = BORExSettings.preset("published").replace(
     **{name: getattr(BORExSettings.preset("default"), name) for name in SPEED_SETTINGS}
 )
-#: Equal-budget variants of BOREx: (prior, row label, arguments).
-BUDGET_VARIANTS: tuple[tuple[str, str, dict[str, Any]], ...] = (
-    ("Grad-CAM", "", {}),
-    ("Grad-CAM", ", delete queries", {"queries": "delete"}),
-    ("Grad-CAM", ", keep on blur", {"keep_baselines": "blur"}),
-    ("none", ", keep on blur", {"keep_baselines": "blur"}),
-    (
+
+
+@dataclass
+class Variant:
+    """One BOREx run of the equal-budget rows: its prior ("Grad-CAM" or "none"), a label, and
+    its changes to the default preset (read when it runs, so a redesigned preset is used)."""
+
+    prior: str
+    label: str
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def settings(self) -> BORExSettings:
+        return BORExSettings.preset("default").replace(**self.options)
+
+
+#: The equal-budget variants of BOREx. The first is the verdict's row (the default preset over
+#: Grad-CAM); the others are ablations, shown in the tables but not counted. Edit freely.
+BUDGET_VARIANTS: tuple[Variant, ...] = (
+    Variant("Grad-CAM", "default"),
+    Variant("Grad-CAM", "delete queries", {"queries": "delete"}),
+    Variant("Grad-CAM", "keep on blur", {"keep_baselines": "blur"}),
+    Variant("none", "keep on blur", {"keep_baselines": "blur"}),
+    Variant(
         "Grad-CAM",
-        ", keep on blur, smoothed map",
+        "keep on blur, smoothed map",
         {"keep_baselines": "blur", "map_prior": "smoothed"},
     ),
-    (
+    Variant(
         "Grad-CAM",
-        ", keep on blur, map from both + delete",
+        "keep on blur, map from both + delete",
         {"keep_baselines": "blur", "map_from": ("both", "delete")},
     ),
-    (
+    Variant(
         "Grad-CAM",
-        ", keep on blur, map from both + 3 x delete",
+        "keep on blur, map from both + 3 x delete",
         {"keep_baselines": "blur", "map_from": {"both": 1.0, "delete": 3.0}},
     ),
 )
@@ -457,15 +487,17 @@ class Config:
     #: Every prior raw and refined; False runs the equal-budget rows only.
     prior_rows: bool = True
     #: Seeds the equal-budget rows of BOREx and RISE average over (per image).
-    seeds: int = 1
-    #: Occlusion (window, stride) as fractions of the side, for the equal-budget rows:
-    #: 26, 50 and 101 calls at 32, 128 and 224 pixels.
-    occlusion_grid: tuple[tuple[float, float], ...] = (
-        (1 / 2, 1 / 8),
-        (1 / 4, 1 / 8),
-        (3 / 16, 3 / 32),
-    )
-    #: Indices of the :data:`BUDGET_VARIANTS` in the equal-budget rows; None: all.
+    seeds: int = 3
+    #: Model calls per image of the equal-budget rows, everything counted.
+    budgets: tuple[int, ...] = (26, 50, 101)
+    #: Occlusion's square windows as fractions of the side, and its strides as the window
+    #: divided by these; per budget the settings whose counted calls fit are run.
+    occlusion_windows: tuple[float, ...] = (1 / 2, 3 / 8, 5 / 16, 1 / 4, 3 / 16, 1 / 8)
+    occlusion_stride_divisors: tuple[int, ...] = (2, 3, 4)
+    #: How many of those fitting settings run per budget: the ones with the most calls.
+    occlusions_per_budget: int = 3
+    #: Indices of the :data:`BUDGET_VARIANTS` in the equal-budget rows; None: all. The
+    #: default (index 0) always runs.
     budget_variants: tuple[int, ...] | None = None
     #: Clips cut from each video (clips data set).
     clips_per_video: int = 2
@@ -483,12 +515,13 @@ QUICK = Config(
     n_steps_photos=16,
     published_priors=("Grad-CAM", "Occlusion", "none"),
     published_priors_photos=("Grad-CAM",),
-    occlusion_grid=((1 / 4, 1 / 8),),
+    seeds=1,
+    occlusions_per_budget=2,
 )
 FULL = Config(n_images=96, photo_size=128, photo_crops=4)
 #: Smaller sizes for clips, where every call runs the model on 8 frames (about 7 clips a
-#: second on a shared 2-core CPU): 8 clips, one Occlusion budget, BOREx's default preset alone
-#: in the equal-budget rows.
+#: second on a shared 2-core CPU): 8 clips, one budget (Occlusion 16/8, 99 calls, fits it),
+#: BOREx's default preset alone in the equal-budget rows.
 CLIP_SIZES: dict[str, Any] = dict(
     clips_per_video=2,
     n_iter=15,
@@ -496,7 +529,7 @@ CLIP_SIZES: dict[str, Any] = dict(
     rise_many=60,
     n_steps=10,
     published_priors=("Grad-CAM",),
-    occlusion_grid=((1 / 4, 1 / 8),),
+    budgets=(101,),
     budget_variants=(0,),
 )
 QUICK_CLIP_SIZES: dict[str, Any] = dict(
@@ -507,7 +540,7 @@ QUICK_CLIP_SIZES: dict[str, Any] = dict(
     rise_few=10,
     rise_many=20,
     n_steps=4,
-    occlusion_grid=((1 / 2, 1 / 4),),
+    budgets=(26,),
 )
 
 
@@ -538,64 +571,157 @@ def borex_iterations(budget: float, prior_calls: float, settings: BORExSettings)
     return max(1, int((budget - before - prior_calls) // per_window))
 
 
-def evaluate(task: Task, cfg: Config) -> list[Row]:
-    photos = task.name == "photos"
-    n_steps = cfg.n_steps_photos if photos else cfg.n_steps
-    side = task.side
+def positions(size: int, window: int, stride: int) -> int:
+    """Window positions of Captum's Occlusion along one axis: one more at the far edge when
+    the stride does not divide ``size - window``."""
+    return (size - window) // stride + 1 + (1 if (size - window) % stride else 0)
 
-    measured: dict[str, Scores] = {}
 
-    def row(name: str, role: str, result: tuple[Tensor, float], vs: Row | None = None) -> Row:
-        return seeded_row(name, role, [result], vs)
+def occlusion_calls(task: Task, window: int, stride: int) -> int:
+    """Occlusion's model calls per image (see :func:`occlusion`): one per window position,
+    plus one for the input itself."""
+    count = positions(task.side, window, stride) ** 2
+    if task.is_clip:
+        frames = task.spatial[0]
+        count *= positions(frames, max(1, frames // 2), max(1, frames // 2))
+    return count + 1
+
+
+def occlusion_family(task: Task, cfg: Config, budget: int) -> list[tuple[int, int]]:
+    """The Occlusion (window, stride) settings whose calls fit ``budget``: of the windows and
+    strides of ``cfg``, the ``cfg.occlusions_per_budget`` with the most calls (larger windows
+    first among equals)."""
+    settings = set()
+    for fraction in cfg.occlusion_windows:
+        window = max(1, round(task.side * fraction))
+        for divisor in cfg.occlusion_stride_divisors:
+            settings.add((window, max(1, round(window / divisor))))
+    fitting = [(occlusion_calls(task, w, s), w, s) for w, s in settings]
+    fitting = sorted((entry for entry in fitting if entry[0] <= budget), reverse=True)
+    return [(w, s) for _, w, s in fitting[: cfg.occlusions_per_budget]]
+
+
+class Measured:
+    """Rows of one task: each map measured once (by row name), each Occlusion run once."""
+
+    def __init__(self, task: Task, n_steps: int) -> None:
+        self.task = task
+        self.n_steps = n_steps
+        self.scores: dict[str, Scores] = {}
+        self.occlusions: dict[tuple[int, int], tuple[Tensor, float]] = {}
+
+    def row(self, name: str, role: str, result: tuple[Tensor, float], vs: Row | None = None) -> Row:
+        return self.seeded_row(name, role, [result], vs)
 
     def seeded_row(
-        name: str, role: str, results: list[tuple[Tensor, float]], vs: Row | None = None
+        self, name: str, role: str, results: list[tuple[Tensor, float]], vs: Row | None = None
     ) -> Row:
-        if name not in measured:
-            measured[name] = mean_scores([measure(task, maps, n_steps) for maps, _ in results])
+        """A row of the per-image means over ``results`` (one per seed)."""
+        if name not in self.scores:
+            runs = [measure(self.task, maps, self.n_steps) for maps, _ in results]
+            self.scores[name] = mean_scores(runs)
         calls = sum(c for _, c in results) / len(results)
-        return Row(name, role, calls, measured[name], vs)
+        return Row(name, role, calls, self.scores[name], vs)
 
-    baselines: dict[str, tuple[Tensor, float]] = {}
+    def occlusion(self, window: int, stride: int) -> tuple[Tensor, float]:
+        """Occlusion's maps and counted calls; a note when the count is not the formula's."""
+        if (window, stride) not in self.occlusions:
+            result = occlusion(self.task, window, stride)
+            expected = occlusion_calls(self.task, window, stride)
+            if result[1] != expected:
+                counted = f"{result[1]:g} calls, {expected} expected"
+                print(f"note: Occlusion {window}/{stride} counted {counted}")
+            self.occlusions[window, stride] = result
+        return self.occlusions[window, stride]
 
-    def cached(name: str, compute: Callable[[], tuple[Tensor, float]]) -> tuple[Tensor, float]:
-        if name not in baselines:
-            baselines[name] = compute()
-        return baselines[name]
 
-    def cached_occlusion(w: int, s: int) -> tuple[Tensor, float]:
-        return cached(f"Occlusion {w}/{s}", lambda: occlusion(task, w, s))
+@dataclass
+class BudgetRows:
+    """The equal-budget rows of one budget: BOREx's variants (the default first), every
+    Occlusion that fits, RISE, and the default's prior."""
 
+    budget: int
+    variants: list[Row]
+    occlusions: list[Row]
+    rise: Row
+    prior: Row
+
+    @property
+    def default(self) -> Row:
+        return self.variants[0]
+
+    def rows(self) -> list[Row]:
+        """The table's rows: Occlusion and RISE against the default, the default against its
+        prior, the ablations against the default."""
+        return [*self.occlusions, self.rise, *self.variants]
+
+
+def evaluate(task: Task, cfg: Config) -> tuple[list[Row], list[BudgetRows]]:
+    """Every row of the table, and the equal-budget rows by budget."""
+    n_steps = cfg.n_steps_photos if task.name == "photos" else cfg.n_steps
+    measured = Measured(task, n_steps)
     flat = (task.images.new_zeros(task.images.shape[0], *task.spatial), 0.0)
     cam = gradcam(task)
     rows: list[Row] = []
     if cfg.prior_rows:
-        rows += prior_rows(task, cfg, row, cam, flat, cached_occlusion)
-
-    # Equal budget: BOREx with at most the calls of each Occlusion (as counted: Captum adds
-    # a window at the far edge when the stride does not divide the side).
-    budgets = {}
-    for frac_window, frac_stride in cfg.occlusion_grid:
-        w, s = round(side * frac_window), max(1, round(side * frac_stride))
-        budgets[int(cached_occlusion(w, s)[1])] = (w, s)
+        rows += prior_rows(task, cfg, measured.row, cam, flat, measured.occlusion)
+    prior = measured.row("Grad-CAM", "strong", cam)
+    if not cfg.prior_rows:
+        rows.append(prior)
     priors = {"Grad-CAM": cam, "none": flat}
+    by_budget = [equal_budget_rows(task, cfg, measured, b, priors, prior) for b in cfg.budgets]
+    for budget_rows in by_budget:
+        rows += budget_rows.rows()
+    return rows, by_budget
+
+
+def equal_budget_rows(
+    task: Task,
+    cfg: Config,
+    measured: Measured,
+    budget: int,
+    priors: dict[str, tuple[Tensor, float]],
+    prior: Row,
+) -> BudgetRows:
+    """BOREx's variants, the Occlusions that fit and RISE-(budget - 1) (RISE checks the
+    target once more), all within ``budget`` calls per image; the default is compared with
+    ``prior`` (its Grad-CAM), the others with the default."""
     seeds = range(cfg.seeds)
-    for budget in sorted(budgets):
-        w, s = budgets[budget]
-        rise_runs = [rise(task, budget, seed) for seed in seeds]
-        chosen = cfg.budget_variants or range(len(BUDGET_VARIANTS))
-        for prior_name, label, options in (BUDGET_VARIANTS[i] for i in chosen):
-            prior_maps, prior_calls = priors[prior_name]
-            settings = BORExSettings.preset("default").replace(**options)
-            n_iter = borex_iterations(budget, prior_calls, settings)
-            prior = None if prior_name == "none" else prior_maps
-            runs = [borex(task, prior, seed, settings, n_iter=n_iter) for seed in seeds]
-            name = f"BOREx[{prior_name}]{label}, {n_iter} rounds"
-            ours = seeded_row(name, "budget", [(m, c + prior_calls) for m, c in runs])
-            rows.append(ours)
-            rows.append(row(f"Occlusion {w}/{s}", "budget", cached_occlusion(w, s), ours))
-            rows.append(seeded_row(f"RISE-{budget}", "budget", rise_runs, ours))
-    return rows
+    seeded = f", {cfg.seeds} seeds" if cfg.seeds > 1 else ""
+    indices = [0, *(i for i in cfg.budget_variants or range(len(BUDGET_VARIANTS)) if i != 0)]
+    chosen = [BUDGET_VARIANTS[i] for i in indices]
+    variants = [variant_row(task, measured, v, budget, priors[v.prior], seeds) for v in chosen]
+    default = variants[0]
+    default.vs = prior
+    for ablation in variants[1:]:
+        ablation.vs = default
+    occlusions = [
+        measured.row(f"Occlusion {w}/{s}", "budget", measured.occlusion(w, s), default)
+        for w, s in occlusion_family(task, cfg, budget)
+    ]
+    rise_runs = [rise(task, budget - 1, seed) for seed in seeds]
+    rise_row = measured.seeded_row(f"RISE-{budget - 1}{seeded}", "budget", rise_runs, default)
+    return BudgetRows(budget, variants, occlusions, rise_row, prior)
+
+
+def variant_row(
+    task: Task,
+    measured: Measured,
+    variant: Variant,
+    budget: int,
+    prior: tuple[Tensor, float],
+    seeds: range,
+) -> Row:
+    """BOREx with ``variant``'s settings and as many rounds as fit in ``budget`` after its
+    prior's calls, averaged over ``seeds``."""
+    prior_maps, prior_calls = prior
+    settings = variant.settings()
+    n_iter = borex_iterations(budget, prior_calls, settings)
+    prior_map = None if variant.prior == "none" else prior_maps
+    runs = [borex(task, prior_map, seed, settings, n_iter=n_iter) for seed in seeds]
+    seeded = f", {len(seeds)} seeds" if len(seeds) > 1 else ""
+    name = f"BOREx[{variant.prior}] {variant.label}, {n_iter} rounds{seeded}"
+    return measured.seeded_row(name, "budget", [(m, c + prior_calls) for m, c in runs])
 
 
 def prior_rows(
@@ -686,7 +812,8 @@ def table_rows(task: Task, rows: list[Row]) -> list[list[object]]:
 
 
 def targets(task: Task, rows: list[Row]) -> list[str]:
-    """The issue's three targets, checked on one data set."""
+    """The issue's prior targets (weak priors improved, strong ones not made worse), checked
+    on one data set; the equal-budget target is the verdict's (:func:`print_verdict`)."""
     lines = []
     for r in rows:
         if r.vs is None or not r.name.startswith("BOREx[") or "rounds" in r.name:
@@ -706,22 +833,210 @@ def targets(task: Task, rows: list[Row]) -> list[str]:
                 f"{'met' if met else 'NOT met'} ({verdict}; deletion {d_del:+.3f}, "
                 f"insertion {d_ins:+.3f})"
             )
-    for r in rows:
-        if r.role != "budget" or r.vs is None:
-            continue
-        d_del, p_del, d_ins, p_ins, verdict = compare(r)
-        beats = d_del > 0 and d_ins < 0
-        significant = [m for m, p in (("deletion", p_del), ("insertion", p_ins)) if p < 0.05]
-        lines.append(
-            f"{task.name}: {r.vs.name} ({r.vs.calls:.0f} calls) beats {r.name} "
-            f"({r.calls:.0f} calls) on both means: {'met' if beats else 'NOT met'} "
-            f"(deletion {-d_del:+.3f} p = {p_del:.2g}, insertion {-d_ins:+.3f} p = {p_ins:.2g}; "
-            f"p < 0.05 on: {', '.join(significant) or 'neither'})"
-        )
     return lines
 
 
-def main() -> None:
+# --------------------------------------------------------------------------------------
+# The equal-budget verdict
+# --------------------------------------------------------------------------------------
+
+#: The share of the verdict's rows the default must win (the issue's goal).
+WIN_SHARE = 0.8
+#: Higher is better for each measure of the verdict.
+HIGHER_IS_BETTER = {"deletion": False, "insertion": True}
+
+
+def mean_of(row: Row, measure: str) -> float:
+    return float(getattr(row.scores, measure).mean())
+
+
+def paired_test(ours: Row, theirs: Row, measure: str) -> tuple[float, str]:
+    """The Wilcoxon p of ``ours`` against ``theirs`` on one measure, and its verdict: + ours
+    significantly better (p < 0.05, the signed ranks, rank-biserial, on our side), - worse,
+    = neither."""
+    higher = HIGHER_IS_BETTER[measure]
+    test = paired_comparison(
+        getattr(theirs.scores, measure), getattr(ours.scores, measure), higher_is_better=higher
+    )
+    ours_ranked_better = test.rank_biserial > 0 if higher else test.rank_biserial < 0
+    if test.p_value >= 0.05 or test.rank_biserial == 0:
+        return test.p_value, "="
+    return test.p_value, "+" if ours_ranked_better else "-"
+
+
+def better_mean(ours: Row, theirs: Row, measure: str) -> bool:
+    difference = mean_of(ours, measure) - mean_of(theirs, measure)
+    return difference > 0 if HIGHER_IS_BETTER[measure] else difference < 0
+
+
+@dataclass
+class Match:
+    """One verdict line: a BOREx row against a competitor of its budget, whose deletion and
+    insertion may come from different rows (the best Occlusion for each measure)."""
+
+    data: str
+    budget: int
+    ours: Row
+    competitor: str
+    rivals: dict[str, Row]
+    counted: bool
+
+    def test(self, measure: str) -> tuple[float, str]:
+        return paired_test(self.ours, self.rivals[measure], measure)
+
+    @property
+    def win(self) -> bool:
+        """Both means better, and neither measure significantly worse."""
+        return all(
+            better_mean(self.ours, rival, measure) and self.test(measure)[1] != "-"
+            for measure, rival in self.rivals.items()
+        )
+
+    def cells(self) -> list[object]:
+        deletion, insertion = self.rivals["deletion"], self.rivals["insertion"]
+        if deletion is insertion:
+            name, calls = deletion.name, f"{deletion.calls:.0f}"
+        else:
+            name = f"{deletion.name} (del), {insertion.name} (ins)"
+            calls = f"{deletion.calls:.0f}/{insertion.calls:.0f}"
+        (p_del, sig_del), (p_ins, sig_ins) = self.test("deletion"), self.test("insertion")
+        mark = "win" if self.win else "no"
+        return [
+            self.data,
+            self.budget,
+            self.ours.name,
+            f"{self.ours.calls:.0f}",
+            f"{mean_of(self.ours, 'deletion'):.4f}",
+            f"{mean_of(self.ours, 'insertion'):.4f}",
+            f"{self.competitor}: {name}",
+            calls,
+            f"{mean_of(deletion, 'deletion'):.4f}",
+            f"{mean_of(insertion, 'insertion'):.4f}",
+            f"{p_del:.2g}",
+            f"{p_ins:.2g}",
+            f"{sig_del}/{sig_ins}",
+            mark if self.counted else f"({mark}, ablation)",
+        ]
+
+
+def best_occlusion(rows: list[Row], measure: str) -> Row:
+    """The Occlusion row with the best mean of ``measure``."""
+    sign = 1.0 if HIGHER_IS_BETTER[measure] else -1.0
+    return max(rows, key=lambda r: sign * mean_of(r, measure))
+
+
+def matches(data: str, budget_rows: BudgetRows) -> list[Match]:
+    """Each BOREx row of a budget against the best Occlusion (per measure) and RISE; only the
+    default's lines count."""
+    out = []
+    for index, ours in enumerate(budget_rows.variants):
+        occlusions = budget_rows.occlusions
+        if occlusions:
+            rivals = {m: best_occlusion(occlusions, m) for m in HIGHER_IS_BETTER}
+            out.append(Match(data, budget_rows.budget, ours, "best Occlusion", rivals, index == 0))
+        rise_rivals = dict.fromkeys(HIGHER_IS_BETTER, budget_rows.rise)
+        out.append(Match(data, budget_rows.budget, ours, "RISE", rise_rivals, index == 0))
+    return out
+
+
+def worse_than_prior(budget_rows: BudgetRows) -> bool:
+    """Whether the default is significantly worse than its prior on either measure."""
+    default, prior = budget_rows.default, budget_rows.prior
+    return any(paired_test(default, prior, m)[1] == "-" for m in HIGHER_IS_BETTER)
+
+
+def against_prior(budget_rows: BudgetRows) -> str:
+    """The default against its prior at one budget: the verdict and p of each measure."""
+    default, prior = budget_rows.default, budget_rows.prior
+    tests = [paired_test(default, prior, m) for m in HIGHER_IS_BETTER]
+    p_values = " / ".join(f"{p:.2g}" for p, _ in tests)
+    return f"{budget_rows.budget}: {'/'.join(v for _, v in tests)} (p = {p_values})"
+
+
+def win_count(lines: list[Match]) -> str:
+    wins = sum(m.win for m in lines)
+    return f"{wins} of {len(lines)} rows ({wins / max(1, len(lines)):.0%})"
+
+
+def prior_check(data: str, by_budget: list[BudgetRows]) -> str:
+    """One line: at how many budgets the default is significantly worse than its prior."""
+    worse = sum(worse_than_prior(b) for b in by_budget)
+    return (
+        f"{data}: default significantly worse than its prior ({by_budget[0].prior.name}) at "
+        f"{worse} of {len(by_budget)} budgets (deletion/insertion against it, + better, "
+        f"- worse at p < 0.05: {'; '.join(against_prior(b) for b in by_budget)})"
+    )
+
+
+VERDICT_HEADER = [
+    "data",
+    "budget",
+    "BOREx",
+    "calls",
+    "deletion ↓",
+    "insertion ↑",
+    "vs",
+    "calls",
+    "deletion ↓",
+    "insertion ↑",
+    "p del",
+    "p ins",
+    "sig.",
+    "verdict",
+]
+VERDICT_NOTE = (
+    "per budget, the default preset over Grad-CAM (prior calls counted) against the best "
+    "Occlusion that fits (the lowest mean deletion and the highest mean insertion, "
+    "possibly two settings) and RISE; p: paired Wilcoxon, two-sided; sig.: deletion/insertion, "
+    "+ BOREx better at p < 0.05 (by the signed ranks), - worse, = neither; win: both means "
+    "better and neither measure significantly worse. Ablations are shown, not counted."
+)
+
+
+def variant_name(row: Row) -> str:
+    """An equal-budget BOREx row's name without its rounds and seeds."""
+    return row.name.rsplit(" rounds", 1)[0].rsplit(", ", 1)[0]
+
+
+def print_verdict(data: str, by_budget: list[BudgetRows]) -> None:
+    """One data set's verdict table, the default's win count and each ablation's, and the
+    default against its prior."""
+    lines = [m for b in by_budget for m in matches(data, b)]
+    print_table(
+        f"Equal-budget verdict, {data}: {VERDICT_NOTE}", VERDICT_HEADER, [m.cells() for m in lines]
+    )
+    counted = [m for m in lines if m.counted]
+    print(f"\nwins: {win_count(counted)} (the goal: {WIN_SHARE:.0%})")
+    ablations: dict[str, list[Match]] = {}
+    for m in lines:
+        if not m.counted:
+            ablations.setdefault(variant_name(m.ours), []).append(m)
+    for name, ablation in ablations.items():
+        print(f"ablation {name}: {win_count(ablation)}")
+    print(prior_check(data, by_budget), flush=True)
+
+
+def summarize(results: dict[str, list[BudgetRows]]) -> None:
+    """The verdict across data sets: the default's lines, its wins per data set and in all,
+    and where it is significantly worse than its prior."""
+    counted = [m for d, by_budget in results.items() for b in by_budget for m in matches(d, b)]
+    counted = [m for m in counted if m.counted]
+    title = f"Equal-budget verdict, all data sets: {VERDICT_NOTE}"
+    print_table(title, VERDICT_HEADER, [m.cells() for m in counted])
+    print()
+    for data in results:
+        print(f"- {data}: wins {win_count([m for m in counted if m.data == data])}")
+    share = sum(m.win for m in counted) / max(1, len(counted))
+    met = "met" if counted and share >= WIN_SHARE else "NOT met"
+    print(f"- all: wins {win_count(counted)}; the goal ({WIN_SHARE:.0%}): {met}")
+    worse = sum(worse_than_prior(b) for by_budget in results.values() for b in by_budget)
+    total = sum(len(by_budget) for by_budget in results.values())
+    print(f"- significantly worse than its prior (Grad-CAM) at {worse} of {total} budgets")
+    for data, by_budget in results.items():
+        print(f"- {prior_check(data, by_budget)}")
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a few-minute smoke run")
     parser.add_argument(
@@ -748,73 +1063,66 @@ def main() -> None:
     parser.add_argument(
         "--seeds",
         type=int,
-        default=1,
-        help="seeds the equal-budget BOREx and RISE rows average over, per image",
+        default=None,
+        help="seeds the equal-budget BOREx and RISE rows average over, per image "
+        "(default: 3, 1 with --quick)",
     )
     args = parser.parse_args()
-    if args.seeds < 1:
+    if args.seeds is not None and args.seeds < 1:
         parser.error(f"--seeds must be at least 1, got {args.seeds}")
     if args.photo_cam_block is not None and not 0 <= args.photo_cam_block <= 15:
         parser.error(f"--photo-cam-block must be between 0 and 15, got {args.photo_cam_block}")
-    # The shapes model takes any blank image for the X class, and some blurred photos stay
-    # recognisable: the baseline warning would fire on every run; the tables say what it costs.
-    warnings.filterwarnings("ignore", message="the baseline alone gets probability")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+    return args
+
+
+def configured(args: argparse.Namespace) -> Config:
+    """The quick or full sizes with the command line's changes."""
     cfg = QUICK if args.quick else FULL
-    cfg = dataclasses.replace(
+    return dataclasses.replace(
         cfg,
         photo_size=args.photo_size or cfg.photo_size,
         photo_crops=args.photo_crops or cfg.photo_crops,
         prior_rows=not args.budget_only,
-        seeds=args.seeds,
+        seeds=args.seeds or cfg.seeds,
     )
-    started = time.perf_counter()
-    all_rows: list[list[object]] = []
-    notes, checks = [], []
-    for name in args.data:
-        t0 = time.perf_counter()
-        task_cfg = sized_for(cfg, name, args.quick)
-        task: Task | None
-        if name == "shapes":
-            task = shapes_task(cfg.n_images)
-        elif name == "digits":
-            task = digits_task(cfg.n_images)
-        elif name == "photos":
-            task = photos_task(cfg.photo_size, cfg.photo_crops, args.photo_cam_block)
-        else:
-            task = clips_task(task_cfg.clips_per_video, task_cfg.clip_size, args.photo_cam_block)
-        if task is None:
-            continue
-        task = task.to(device)
-        rows = evaluate(task, task_cfg)
-        all_rows += table_rows(task, rows)
-        checks += targets(task, rows)
-        rounds = "" if task_cfg.n_iter == cfg.n_iter else f"; {task_cfg.n_iter} BOREx rounds"
-        notes.append(f"{task.name}: {task.note}{rounds}; {time.perf_counter() - t0:.0f} s")
-    header = [
-        "data",
-        "map",
-        "role",
-        "calls",
-        "deletion ↓",
-        "insertion ↑",
-        "pointing ↑",
-        "entropy",
-        "vs",
-        "Δdel",
-        "p del",
-        "Δins",
-        "p ins",
-        "sig.",
-    ]
+
+
+def load_task(name: str, cfg: Config, cam_block: int | None) -> Task | None:
+    """The data set ``name`` with its model; None when its extra is missing."""
+    if name == "shapes":
+        return shapes_task(cfg.n_images)
+    if name == "digits":
+        return digits_task(cfg.n_images)
+    if name == "photos":
+        return photos_task(cfg.photo_size, cfg.photo_crops, cam_block)
+    return clips_task(cfg.clips_per_video, cfg.clip_size, cam_block)
+
+
+TABLE_HEADER = [
+    "data",
+    "map",
+    "role",
+    "calls",
+    "deletion ↓",
+    "insertion ↑",
+    "pointing ↑",
+    "entropy",
+    "vs",
+    "Δdel",
+    "p del",
+    "Δins",
+    "p ins",
+    "sig.",
+]
+
+
+def table_title(args: argparse.Namespace, cfg: Config, notes: list[str]) -> str:
     seeded = (
         f", equal-budget BOREx and RISE averaged over {cfg.seeds} seeds per image"
         if cfg.seeds > 1
         else ""
     )
-    title = (
+    return (
         f"BOREx map quality ({'quick' if args.quick else 'full'} run"
         f"{', equal-budget rows only' if args.budget_only else ''}"
         f"{seeded}"
@@ -825,13 +1133,46 @@ def main() -> None:
         "include their prior's). Δ = row - vs; p: paired Wilcoxon, two-sided; sig.: "
         "deletion/insertion, + row better at p < 0.05, - worse, = neither. pointing: "
         "pointing game, tolerance 1 px (shapes). entropy: spatial salience entropy / its "
-        "maximum, of the map shifted to min 0. Roles: weak / strong prior; budget: "
-        "BOREx with at most the calls of the baselines below it (its prior's included)."
+        "maximum, of the map shifted to min 0. Roles: weak / strong prior; budget: the "
+        f"equal-budget rows ({', '.join(map(str, cfg.budgets))} calls): each Occlusion that "
+        "fits and RISE against the default BOREx, the default against its prior (Grad-CAM), "
+        "the ablations against the default."
     )
-    print_table(title, header, all_rows)
-    print("\nTargets")
+
+
+def main() -> None:
+    args = parse_args()
+    # The shapes model takes any blank image for the X class, and some blurred photos stay
+    # recognisable: the baseline warning would fire on every run; the tables say what it costs.
+    warnings.filterwarnings("ignore", message="the baseline alone gets probability")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    cfg = configured(args)
+    started = time.perf_counter()
+    all_rows: list[list[object]] = []
+    notes, checks = [], []
+    results: dict[str, list[BudgetRows]] = {}
+    for name in args.data:
+        t0 = time.perf_counter()
+        task_cfg = sized_for(cfg, name, args.quick)
+        task = load_task(name, task_cfg, args.photo_cam_block)
+        if task is None:
+            continue
+        task = task.to(device)
+        rows, by_budget = evaluate(task, task_cfg)
+        all_rows += table_rows(task, rows)
+        checks += targets(task, rows)
+        results[f"{task.name} {task.side}px"] = by_budget
+        print_verdict(f"{task.name} {task.side}px", by_budget)
+        rounds = "" if task_cfg.n_iter == cfg.n_iter else f"; {task_cfg.n_iter} BOREx rounds"
+        notes.append(f"{task.name}: {task.note}{rounds}; {time.perf_counter() - t0:.0f} s")
+    print_table(table_title(args, cfg, notes), TABLE_HEADER, all_rows)
+    if checks:
+        print("\nTargets")
     for line in checks:
         print(f"- {line}")
+    summarize(results)
     print(f"\ntotal {time.perf_counter() - started:.0f} s")
 
 
