@@ -82,13 +82,15 @@ def optimiser_table(n_images: int, n_reference: int) -> None:
     )
     published = BORExSettings.preset("published")
     default = BORExSettings.preset("default")
+    windows = default.replace(surrogate="windows")
     settings = [
         ("BOREx, published preset", published, n_reference),
         (
-            "BOREx, stride 4, refit every step from scratch",
-            default.replace(refit_every=1, warm_start=False),
+            "BOREx windows, stride 4, refit every step from scratch",
+            windows.replace(refit_every=1, warm_start=False),
             n_images,
         ),
+        ("BOREx windows (the previous default)", windows, n_images),
         ("BOREx default preset", default, n_images),
         ("BOREx default preset", default, 1),
     ]
@@ -103,15 +105,17 @@ def optimiser_table(n_images: int, n_reference: int) -> None:
             maps.append(borex.attribute(images[chunk], target=0, n_iter=50, seed=0))
             elapsed += time.perf_counter() - start
         maps = torch.cat(maps)
-        exact = BOREx(
-            model, prior=raw_prior[:count], settings=preset.replace(exact_map=True)
-        ).attribute(images[:count], target=0, n_iter=50, seed=0)
-        error = ((maps - exact).abs().amax() / (exact.amax() - exact.amin())).item()
+        error = float("nan")
+        if preset.surrogate == "windows":
+            exact = BOREx(
+                model, prior=raw_prior[:count], settings=preset.replace(exact_map=True)
+            ).attribute(images[:count], target=0, n_iter=50, seed=0)
+            error = ((maps - exact).abs().amax() / (exact.amax() - exact.amin())).item()
         per_image = elapsed / count
         rows.append(
             [name, batch, per_image, f"{ref_time / per_image:.1f}x"]
             + quality(model, images[:count], maps)
-            + [f"{100 * error:.2f}%"]
+            + [f"{100 * error:.2f}%" if error == error else "-"]
         )
     print_table(
         f"Table 1. Optimiser time per image, 224x224, 50 iterations, cost-free model "

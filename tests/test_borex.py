@@ -220,7 +220,9 @@ def test_options_and_published_settings(cnn, shapes_val):
     published = BOREx(cnn, prior=Saliency(cnn), settings="published").attribute(
         x, target=y, n_iter=6, seed=0
     )
-    several_settings = BORExSettings(windows_per_step=3, prior_mean="window", acquisition_stride=3)
+    several_settings = BORExSettings(
+        surrogate="windows", windows_per_step=3, prior_mean="window", acquisition_stride=3
+    )
     several = BOREx(cnn, prior=Saliency(cnn), settings=several_settings).attribute(
         x, target=y, n_iter=3, seed=0, window_sizes=(3, 5, 8)
     )
@@ -363,7 +365,7 @@ def test_exact_map_matches_the_lattice_map(cnn, shapes_val):
     images, labels, _ = shapes_val
     x, y = images[:2], labels[:2]
     for stride, tolerance in ((1, 1e-6), (3, 0.05)):
-        settings = BORExSettings(acquisition_stride=stride)
+        settings = BORExSettings(surrogate="windows", acquisition_stride=stride)
         kwargs = dict(target=y, n_iter=10, seed=0, return_details=True)
         lattice = BOREx(cnn, Saliency(cnn), settings).attribute(x, **kwargs)
         exact = BOREx(cnn, Saliency(cnn), settings.replace(exact_map=True)).attribute(x, **kwargs)

@@ -22,7 +22,9 @@ def test_extra_observations_are_rebuilt_like_the_objective(prior_fit):
         y = (masks * weights.unsqueeze(1)).mean((2, 3)).double()
         return y, torch.stack([y, -y], -1)
 
-    settings = optimiser_settings(BORExSettings(prior_fit=prior_fit), space, n_iter=6)
+    settings = optimiser_settings(
+        BORExSettings(surrogate="windows", prior_fit=prior_fit), space, n_iter=6
+    )
     result = optimise(objective, prior, space, settings, torch.Generator().manual_seed(2))
     plain = optimise(
         lambda c, x: objective(c, x)[0], prior, space, settings, torch.Generator().manual_seed(2)

@@ -1,5 +1,5 @@
-"""BOREx options measured by benchmarks/quality.py: a fitted prior mean and a sharp prior in the
-map. Shapes and behaviour only; the quality numbers live in the benchmark.
+"""Options of the window surrogate measured by benchmarks/quality.py: a fitted prior mean and a
+sharp prior in the map. Shapes and behaviour only; the quality numbers live in the benchmark.
 """
 
 from __future__ import annotations
@@ -19,9 +19,12 @@ PUBLISHED = dict(prior_fit="fixed", map_prior="smoothed", gain=10.0)
 IMPROVED = dict(prior_fit="affine", map_prior="sharp", gain=3.0)
 
 
+WINDOWS = BORExSettings(surrogate="windows")
+
+
 def borex_with(model, prior=None, **settings):
-    """BOREx with the default settings changed by ``settings``."""
-    return BOREx(model, prior=prior, settings=BORExSettings(**settings))
+    """BOREx with the window surrogate's default settings changed by ``settings``."""
+    return BOREx(model, prior=prior, settings=WINDOWS.replace(**settings))
 
 
 def test_fit_prior_coefficients_recovers_offsets_per_size_and_rejects_negative_slopes():
@@ -47,10 +50,10 @@ def test_fit_prior_coefficients_stays_published_without_evidence():
     torch.testing.assert_close(coef, torch.tensor([[0.0] * 4 + [1.0]] * 3, dtype=torch.float64))
 
 
-def test_defaults_are_the_improved_options_and_published_is_reachable(cnn, shapes_val):
+def test_window_defaults_are_the_improved_options_and_published_is_reachable(cnn, shapes_val):
     images, labels, _ = shapes_val
     x, y = images[:2], labels[:2]
-    default = BOREx(cnn, prior=Saliency(cnn)).attribute(x, target=y, **FAST)
+    default = BOREx(cnn, prior=Saliency(cnn), settings=WINDOWS).attribute(x, target=y, **FAST)
     improved = borex_with(cnn, Saliency(cnn), **IMPROVED).attribute(x, target=y, **FAST)
     assert torch.equal(default, improved)
     published = borex_with(cnn, Saliency(cnn), **PUBLISHED).attribute(x, target=y, **FAST)
@@ -355,12 +358,16 @@ class _DefaultsToClassZero(torch.nn.Module):
 def test_warns_when_the_baseline_is_taken_for_the_target():
     model = _DefaultsToClassZero()
     x = torch.rand(3, 3, 16, 16)
+    on_baselines = borex_with(model, keep_baselines=None)
     with pytest.warns(UserWarning, match="baseline alone gets probability"):
-        BOREx(model).attribute(x, target=0, n_iter=2, seed=0, window_sizes=(2, 3))
+        on_baselines.attribute(x, target=0, n_iter=2, seed=0, window_sizes=(2, 3))
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
-        BOREx(model).attribute(x, target=1, n_iter=2, seed=0, window_sizes=(2, 3))
-        BOREx(model).attribute(x, target=0, n_iter=2, seed=0, window_sizes=(2, 3), baselines=1.0)
+        on_baselines.attribute(x, target=1, n_iter=2, seed=0, window_sizes=(2, 3))
+        kwargs = dict(target=0, n_iter=2, seed=0, window_sizes=(2, 3), baselines=1.0)
+        on_baselines.attribute(x, **kwargs)
+        # The default keep queries show windows on a blurred copy, not on the baseline.
+        BOREx(model).attribute(x, target=0, n_iter=2, seed=0, window_sizes=(2, 3))
 
 
 def test_the_baseline_warning_checks_the_keep_baselines():

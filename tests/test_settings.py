@@ -46,6 +46,7 @@ def test_every_preset_builds_and_runs(cnn, shapes_val, name):
 def test_published_preset_is_the_papers_loop():
     published = BORExSettings.preset("published")
     assert published.changes() == {
+        "keep_baselines": None,
         "gain": 10.0,
         "prior_fit": "fixed",
         "map_prior": "smoothed",
@@ -57,7 +58,7 @@ def test_published_preset_is_the_papers_loop():
 
 
 def test_replace_validates_and_names_the_settings():
-    settings = BORExSettings().replace(kappa=5, lengthscale=[10, 10, 8])
+    settings = BORExSettings(surrogate="windows").replace(kappa=5, lengthscale=[10, 10, 8])
     assert settings.kappa == 5.0 and settings.lengthscale == (10.0, 10.0, 8.0)
     assert BORExSettings() == BORExSettings.preset("default")
     with pytest.raises(TypeError, match="unknown BOREx setting.*'kapa'.*the settings are.*kappa"):
@@ -96,7 +97,7 @@ def test_bad_settings_raise_naming_the_setting(changes, error, message):
 
 def test_settings_that_do_not_fit_the_inputs_raise(cnn, shapes_val):
     images, labels, _ = shapes_val
-    clip_scales = BORExSettings(lengthscale=(12.0,) * 5)
+    clip_scales = BORExSettings(surrogate="windows", lengthscale=(12.0,) * 5)
     with pytest.raises(ValueError, match=r"settings.lengthscale needs 3 values \(rows, columns"):
         BOREx(cnn, settings=clip_scales).attribute(images[:1], target=labels[:1], n_iter=2)
 

@@ -85,6 +85,8 @@ class WindowObjective:
     ``s(input)`` and ``s(keep_baselines)`` where the caller has scored them already; None
     scores them here when needed. ``extra`` names more kinds of evidence to return for the
     same windows, from the same model calls (see :data:`~captum_borex.bo.optimizer.Objective`).
+    ``linear=True`` returns the change of score itself, zeroed at "no effect" (see
+    :meth:`change`), as the field model observes it (:mod:`captum_borex.bo.field`).
     """
 
     def __init__(
@@ -103,6 +105,7 @@ class WindowObjective:
         input_scores: Tensor | None = None,
         keep_scores: Tensor | None = None,
         extra: tuple[str, ...] = (),
+        linear: bool = False,
     ) -> None:
         self.forward_func = forward_func
         self.inputs = inputs
@@ -116,6 +119,7 @@ class WindowObjective:
         self.internal_batch_size = internal_batch_size
         self.queries = queries
         self.extra = extra
+        self.linear = linear
         evidence = {queries, *extra}
         batch = inputs.shape[0]
         rows = torch.arange(batch, device=inputs.device)
@@ -163,7 +167,10 @@ class WindowObjective:
                 delta = cast(Tensor, self.input_scores)[rows] - observed["delete"]
             else:
                 delta = observed["keep"] - cast(Tensor, self.keep_scores)[rows]
-            return torch.tanh(self.gain * delta.view(batch, q).to(torch.float64) / 2)
+            delta = delta.view(batch, q).to(torch.float64)
+            if self.linear:
+                return self._zeroed(name, delta)
+            return torch.tanh(self.gain * delta / 2)
 
         y = evidence(self.queries)
         if not self.extra:
@@ -193,8 +200,21 @@ class WindowObjective:
         # A change of probability lies in [-1, 1]; the GP's mean may overshoot its image.
         limit = math.tanh(self.gain / 2) if self.apply_softmax else 1.0 - 1e-6
         delta = (2.0 / self.gain * torch.atanh(size_maps.clamp(-limit, limit))).mean(1)
+        return self._zeroed(name, delta)
+
+    def _zeroed(self, name: str, delta: Tensor) -> Tensor:
+        """Evidence ``delta`` with its zero at "no effect": "both" becomes the mean of the
+        delete and keep changes, ``(delta + s(input) - s(keep baseline)) / 2``."""
         if name != "both":
             return delta
         reference = cast(Tensor, self.input_scores) - cast(Tensor, self.keep_scores)
         reference = reference.to(delta).view(-1, *(1,) * (delta.dim() - 1))
         return (delta + reference) / 2
+
+    def total_effect(self) -> Tensor:
+        """``(N,)`` what the whole input adds to the score over the keep baselines (the
+        input's score alone with ``queries="delete"``, whose baseline is not scored)."""
+        scores = cast(Tensor, self.input_scores).to(torch.float64)
+        if self.keep_scores is None:
+            return scores
+        return scores - self.keep_scores.to(torch.float64)

@@ -107,6 +107,22 @@ def acquisition_stride(space: WindowSpace, stride: Any) -> tuple[int, ...]:
     return (*time, step, step)
 
 
+#: A clip's cells along time, at most.
+CELLS_IN_TIME = 4
+
+
+def field_cells(space: WindowSpace, cells: int) -> tuple[int, ...]:
+    """Cells per axis of the field model: ``cells`` along each spatial axis of an image;
+    a clip gets half as many and at most :data:`CELLS_IN_TIME` along time (never more than
+    an axis has pixels or frames)."""
+    if space.n_axes == 2:
+        per_axis: tuple[int, ...] = (cells, cells)
+    else:
+        spatial = max(1, cells // 2)
+        per_axis = (CELLS_IN_TIME, spatial, spatial)
+    return tuple(min(c, length) for c, length in zip(per_axis, space.shape))
+
+
 def feature_names(space: WindowSpace) -> str:
     """The GP features in order, for messages: (rows, columns, size) or the clip's five."""
     if space.n_axes == 2:

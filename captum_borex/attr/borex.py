@@ -29,9 +29,15 @@ from captum_borex.attr._objective import (
     warn_if_baseline_is_the_target,
 )
 from captum_borex.attr._priors import PriorType, compute_prior, normalise_prior
-from captum_borex.attr._window_args import acquisition_stride, feature_names, window_space
+from captum_borex.attr._window_args import (
+    acquisition_stride,
+    feature_names,
+    field_cells,
+    window_space,
+)
 from captum_borex.attr.fusion import rank_fusion
 from captum_borex.attr.settings import BORExSettings, resolve_settings
+from captum_borex.bo.field import FieldResult, FieldSettings, refine_field
 from captum_borex.bo.optimizer import BOResult, BOSettings, optimise
 from captum_borex.bo.windows import WindowSpace
 
@@ -43,24 +49,30 @@ class BORExDetails:
     Attributes:
         attributions: The saliency maps, exactly as ``attribute`` returns them (shaped
             like the inputs; a 1-tuple when the inputs were).
-        prior: ``(N, *spatial)`` the normalised prior map (the GP's prior mean).
-        uncertainty: ``(N, *spatial)`` posterior standard deviation of the GP rebuilt like
-            the map, on the GP's scale: in [0, 1] (1 where nothing was observed), for
-            every input alike.
+        prior: ``(N, *spatial)`` the normalised prior map (the model's prior mean, up to
+            its fitted scale).
+        uncertainty: ``(N, *spatial)`` how much is still unknown, in [0, 1] (1 where
+            nothing was learnt), for every input alike: the field's posterior standard
+            deviation over its prior one, per cell (default), or the window GP's posterior
+            standard deviation rebuilt like the map.
         centres: ``(N, n, D)`` centre of every queried window (pixels; rows, columns or
             frames, rows, columns).
         half_sizes: ``(N, n, D)`` half-length along each axis of every queried window.
-        scores: ``(N, n)`` the query results ``tanh(gain * delta / 2)``.
-        lengthscale: ``(N, d)`` the GP's final length scales (GP units).
+        scores: ``(N, n)`` the query results: the change of probability each window made
+            (field), or ``tanh(gain * delta / 2)`` (windows).
+        lengthscale: The model's fitted scales: field, ``(N, 3)`` its length scale
+            (cells), amplitude and noise as picked; windows, ``(N, d)`` the GP's final
+            length scales (GP units).
         seconds: Wall time of the run spent in the objective (perturbing inputs and the
             model calls) and in the optimiser (everything else), for profiling.
         evidence_maps: ``(N, *spatial)`` map of each kind of evidence the map is built
             from (``settings.map_from``, or ``settings.queries``), by name, in the units
             of the map: reweight them with :func:`~captum_borex.attr.rank_fusion` at no
             model call.
-        gp_map: ``(N, *spatial)`` the posterior mean of ``settings.queries``' evidence
-            rebuilt over pixels on the GP's scale (``tanh(gain * delta / 2)``), before it
-            is turned into a change of probability: for experts.
+        gp_map: ``(N, *spatial)`` the model's own map: the field itself, or the window GP's
+            posterior mean of ``settings.queries``' evidence rebuilt over pixels on its
+            scale (``tanh(gain * delta / 2)``), before it is turned into a change of
+            probability: for experts.
         settings: The :class:`BORExSettings` of the run.
     """
 
@@ -86,7 +98,7 @@ class _Call:
     space: WindowSpace
     baselines: Tensor
     keep_baselines: Tensor
-    optimiser: BOSettings
+    optimiser: BOSettings | FieldSettings
 
     def usable(self) -> _Call:
         """A copy of inference-mode tensors (e.g. under Lightning's validate): gradient
@@ -104,24 +116,37 @@ class _Call:
 class BOREx(PerturbationAttribution):
     r"""BOREx (Kikuchi et al., ACCV 2022) refines a saliency map with Bayesian optimisation.
 
-    The prior map becomes the mean of a Gaussian process over occlusion windows ``(r, c, l)``
-    (centre and half-size). Each query occludes one window two ways -- *delete* (window set
-    to the baseline) and *keep* (everything else set to the baseline) -- and observes how
-    the target's softmax probability ``s`` changes. Windows are chosen by UCB, ``mu + kappa
-    * sigma``; the map is the posterior mean averaged over every window covering each pixel,
-    over all sizes. With ``prior=None`` this is plain Bayesian-optimisation saliency (Mokuwe
-    et al., 2020). Every setting of the algorithm lives in ``settings`` (a preset name or a
-    :class:`BORExSettings`); ``attribute`` takes only what changes from call to call.
+    Each query occludes one window two ways -- *delete* (the window set to the baseline) and
+    *keep* (the window shown alone, on ``settings.keep_baselines``) -- and observes how the
+    target's softmax probability ``s`` changes. The prior map is the prior mean of a Gaussian
+    model updated by every query. Every setting of the algorithm lives in ``settings`` (a
+    preset name or a :class:`BORExSettings`); ``attribute`` takes only what changes from call
+    to call. With ``prior=None`` this is plain Bayesian-optimisation saliency (Mokuwe et al.,
+    2020).
 
-    **What the map means.** Positive is evidence for the target, negative against; the unit
-    is a change of the target's probability, comparable across images. With the default
-    ``queries="both"`` a pixel's value estimates, averaged over the windows covering it, the
-    mean of what the window adds to the probability when shown alone (on the baseline) and
-    what it takes away when deleted: 0 for a window that does neither. Captum's
-    ``visualize_image_attr`` reads it as is (``sign="positive"`` shows the evidence for the
-    target). The GP-scale quantities are in :class:`BORExDetails`.
+    Two models (``settings.surrogate``):
 
-    Every image of a batch is refined together: one batched GP, one model call per step
+    - ``"field"`` (default): the input is cut into cells, each holding its contribution to
+      the target's probability, and a query observes the sum over the cells its window
+      covers; the prior map, scaled and shifted to fit, is the field's prior mean with a
+      smooth residual on top, so the posterior is exact. Each round queries the window whose
+      (focus-weighted) sum is most uncertain: large windows first, then smaller ones where
+      the field is high. A detailed prior keeps its detail where the observations agree.
+    - ``"windows"`` (published): a GP over the windows ``(r, c, l)`` themselves, queried by
+      UCB, ``mu + kappa * sigma``; the map is the posterior mean averaged over every window
+      covering each pixel, over all sizes.
+
+    **What the map means.** Positive is evidence for the target, negative against, in
+    changes of the target's probability, comparable across images. With the default field
+    a pixel's value is its share of the probability: the map summed over a region estimates
+    what the region adds (for ``queries="both"``, the mean of what it adds when shown alone
+    and what it takes away when deleted), and over the whole input it sums to about
+    ``s(input) - s(keep baseline)``. With ``"windows"`` a pixel's value is that quantity for
+    the windows covering it, averaged. Captum's ``visualize_image_attr`` reads either as is
+    (``sign="positive"`` shows the evidence for the target). The model-scale quantities are
+    in :class:`BORExDetails`.
+
+    Every image of a batch is refined together: one batched model, one model call per step
     holding every image's queries. An image's map does not depend on the other images in
     its batch.
 
@@ -345,6 +370,7 @@ class BOREx(PerturbationAttribution):
             input_scores,
             keep_scores,
             tuple(s for s in settings.map_sources if s != settings.queries),
+            linear=settings.surrogate == "field",
         )
 
     def _search(
@@ -355,12 +381,21 @@ class BOREx(PerturbationAttribution):
         run_seed: int,
         show_progress: bool,
         with_uncertainty: bool,
-    ) -> BOResult:
-        """The Bayesian optimisation itself, with an optional progress bar."""
+    ) -> BOResult | FieldResult:
+        """The search itself, with an optional progress bar."""
         bar = None
         if show_progress:
             bar = progress(total=call.optimiser.n_iter, desc=f"{self.get_name()} attribution")
         try:
+            if isinstance(call.optimiser, FieldSettings):
+                return refine_field(
+                    objective,
+                    prior,
+                    objective.total_effect(),
+                    call.space,
+                    call.optimiser,
+                    on_step=bar.update if bar is not None else None,
+                )
             return optimise(
                 objective,
                 prior,
@@ -379,20 +414,18 @@ class BOREx(PerturbationAttribution):
         call: _Call,
         objective: WindowObjective,
         prior: Tensor,
-        result: BOResult,
+        result: BOResult | FieldResult,
         return_details: bool,
     ) -> Tensor | tuple[Tensor, ...] | BORExDetails:
         """The map in changes of probability, shaped like the inputs (or the details)."""
         settings = self.settings
         x = call.inputs
-        extra = result.extra_size_maps
-        extras = iter(extra.unbind(1) if extra is not None else ())
-        evidence = {
-            name: objective.probability_change(
-                name, result.size_maps if name == settings.queries else next(extras)
-            ).to(x.dtype)
-            for name in settings.map_sources
-        }
+        if isinstance(result, FieldResult):
+            evidence = {settings.queries: result.map.to(x.dtype)}
+            gp_map, std_map, lengthscale = result.map, result.std_map, result.hyperparameters
+        else:
+            evidence = _window_evidence(objective, result, settings)
+            gp_map, std_map, lengthscale = result.mean_map, result.std_map, result.lengthscale
         maps = fused_map(evidence, settings.map_sources)
         maps = maps.unsqueeze(1).expand_as(x).contiguous()
         attributions = (maps,) if call.is_tuple else maps
@@ -401,24 +434,57 @@ class BOREx(PerturbationAttribution):
         return BORExDetails(
             attributions=attributions,
             prior=prior,
-            uncertainty=cast(Tensor, result.std_map).to(x.dtype),
+            uncertainty=cast(Tensor, std_map).to(x.dtype),
             centres=result.centres,
             half_sizes=result.half_sizes,
             scores=result.scores.to(x.dtype),
-            lengthscale=result.lengthscale,
+            lengthscale=lengthscale,
             seconds=result.seconds,
             evidence_maps=evidence,
-            gp_map=result.mean_map.to(x.dtype),
+            gp_map=gp_map.to(x.dtype),
             settings=settings,
         )
 
 
-def optimiser_settings(settings: BORExSettings, space: WindowSpace, n_iter: int) -> BOSettings:
-    """The optimiser's settings for ``n_iter`` rounds over ``space``.
+def _window_evidence(
+    objective: WindowObjective, result: BOResult, settings: BORExSettings
+) -> dict[str, Tensor]:
+    """The window surrogate's map of each evidence in ``settings.map_sources``, in changes
+    of probability."""
+    extra = result.extra_size_maps
+    extras = iter(extra.unbind(1) if extra is not None else ())
+    return {
+        name: objective.probability_change(
+            name, result.size_maps if name == settings.queries else next(extras)
+        ).to(objective.inputs.dtype)
+        for name in settings.map_sources
+    }
+
+
+def optimiser_settings(
+    settings: BORExSettings, space: WindowSpace, n_iter: int
+) -> BOSettings | FieldSettings:
+    """The search's settings for ``n_iter`` rounds over ``space``.
 
     Raises:
         ValueError: length scales, jitter or strides that do not fit the inputs' axes.
     """
+    if settings.surrogate == "field":
+        cells = field_cells(space, settings.cells)
+        stride = settings.acquisition_stride
+        return FieldSettings(
+            n_iter=n_iter,
+            cells=cells,
+            refit_every=settings.refit_every,
+            acquisition_stride=(
+                tuple(max(1, length // c) for length, c in zip(space.shape, cells))
+                if stride is None
+                else acquisition_stride(space, stride)
+            ),
+            smoothing=settings.smoothing,
+            windows_per_step=settings.windows_per_step,
+            focus=settings.focus,
+        )
     for name in ("lengthscale", "jitter"):
         values = getattr(settings, name)
         if values is not None and len(values) != space.n_features:

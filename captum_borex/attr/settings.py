@@ -27,6 +27,27 @@ from captum_borex.attr._priors import REDUCTIONS, ChannelReduction
 QUERIES = ("both", "delete", "keep")
 #: The perturbed inputs each kind of evidence needs: deleted and / or kept windows.
 NEEDS = {"both": {"delete", "keep"}, "delete": {"delete"}, "keep": {"keep"}}
+#: The models of what the queries observe (see :attr:`BORExSettings.surrogate`).
+SURROGATES = ("field", "windows")
+#: Settings only the ``"windows"`` surrogate reads; the field model refuses other values.
+WINDOWS_ONLY = (
+    "gain",
+    "map_from",
+    "prior_scale",
+    "prior_mean",
+    "prior_fit",
+    "prior_fit_strength",
+    "map_prior",
+    "kappa",
+    "lengthscale",
+    "lengthscale_bounds",
+    "noise",
+    "jitter",
+    "warm_start",
+    "exact_map",
+)
+#: Settings only the ``"field"`` surrogate reads.
+FIELD_ONLY = ("cells", "smoothing", "focus")
 
 KeepBaselines = str | float | Callable[[Tensor], Tensor] | None
 MapFrom = str | Sequence[str] | Mapping[str, float] | None
@@ -37,8 +58,30 @@ class BORExSettings:
     r"""Every setting of the BOREx algorithm, validated when built.
 
     Build one from a preset and change what you need: ``BORExSettings.preset("published")``
-    or ``BORExSettings().replace(kappa=5.0)``. The presets (:data:`PRESETS`) are
+    or ``BORExSettings().replace(cells=24)``. The presets (:data:`PRESETS`) are
     ``"default"`` (these defaults) and ``"published"`` (the paper's loop exactly).
+
+    **The model**
+
+    Attributes:
+        surrogate: "field" models the map itself: the input is cut into cells, each cell
+            holds its contribution to the target's probability, and a window's query
+            observes the sum over the cells it covers; a Gaussian prior centred on the
+            prior map (its scale and offset fitted, a smooth residual on top) gives an
+            exact posterior, and each round queries the window whose sum is most uncertain
+            (:mod:`captum_borex.bo.field`). "windows" (published) puts a Gaussian process on
+            the windows' scores, queries by UCB and averages the posterior over every window
+            covering a pixel; the settings marked *windows* below apply to it only, and
+            setting them with "field" raises a ValueError. Default: "windows"
+        cells: "field" only: cells along each spatial axis of an image (a clip gets half as
+            many, and ``min(T, 4)`` along time). Default: 16
+        smoothing: "field" only: the field's correction to the prior is box-filtered over
+            this many times the smallest window's half-size (0: not at all); the prior's
+            own part keeps its detail. Default: 0.5
+        focus: "field" only: how much the choice of window favours cells the field puts
+            high (0: the most uncertain window sum, wherever it is; larger values spend more
+            queries on the top of the map, which deletion and insertion read first).
+            Default: 3.0
 
     **What a query observes**
 
@@ -49,17 +92,17 @@ class BORExSettings:
             "keep" only the second, ``delta = s(keep) - s(baseline)``. One kind costs one
             model evaluation per window, so the same budget buys twice the windows.
             Default: "both"
-        gain: Slope of the GP's observation ``y = tanh(gain * delta / 2)``. The published
-            10 saturates above ``|delta|`` of about 0.3; 3 keeps windows apart over the
-            whole range. Default: 3.0 (published: 10.0)
+        gain: *windows*: slope of the GP's observation ``y = tanh(gain * delta / 2)``. The
+            published 10 saturates above ``|delta|`` of about 0.3; 3 keeps windows apart over
+            the whole range. Default: 3.0 (published: 10.0)
         apply_softmax: Score by the target's softmax probability (published); False uses
             the raw output, for models that already return probabilities. Default: True
         keep_baselines: What surrounds a kept window in a *keep* query: None for
             ``attribute``'s ``baselines`` (published), or a substrate as
             :func:`~captum_borex.metrics.insertion_auc` takes it -- "blur", "mean",
             "zeros", a number or a callable ``inputs -> tensor`` (in the model's input
-            space). Default: None
-        map_from: Which evidence the map is built from: None for ``queries``' own
+            space). Default: "blur" (published: None)
+        map_from: *windows*: which evidence the map is built from: None for ``queries``' own
             (published), or one or several of "both", "delete" and "keep" that the queries
             observe, fused by weighted mean rank (:func:`~captum_borex.attr.rank_fusion`);
             a mapping gives the weights. Stored as a tuple of ``(name, weight)`` pairs.
@@ -68,20 +111,21 @@ class BORExSettings:
     **The prior**
 
     Attributes:
-        prior_scale: The prior is scaled to mean absolute value ``prior_scale``.
+        prior_scale: *windows*: the prior is scaled to mean absolute value ``prior_scale``.
             Default: 0.1
         prior_reduction: How a channel map becomes one value per pixel: "sum", "mean",
             "abs_sum", "max_abs", "l2" or a callable ``(N, C, H, W) -> (N, H, W)``.
             Default: "sum"
-        prior_mean: GP prior mean of a window: the prior at its centre ("center",
+        prior_mean: *windows*: GP prior mean of a window: the prior at its centre ("center",
             published) or averaged over it ("window"). Default: "center"
-        prior_fit: The prior mean as given ("fixed", published) or ``a[size] + b * prior``
-            with an offset per window size and a slope ``b >= 0`` refitted to each image's
-            observations after every round ("affine"), so a prior of the wrong scale
-            neither swamps the observations nor is swamped by them. Default: "affine"
-        prior_fit_strength: With "affine", how many observations' weight pulls the offsets
-            towards 0 and the slope towards 1. Default: 1.0
-        map_prior: The prior's part of the map: box-averaged over windows like the GP's
+        prior_fit: *windows*: the prior mean as given ("fixed", published) or
+            ``a[size] + b * prior`` with an offset per window size and a slope ``b >= 0``
+            refitted to each image's observations after every round ("affine"), so a prior
+            of the wrong scale neither swamps the observations nor is swamped by them.
+            Default: "affine"
+        prior_fit_strength: *windows*: with "affine", how many observations' weight pulls
+            the offsets towards 0 and the slope towards 1. Default: 1.0
+        map_prior: *windows*: the prior's part of the map: box-averaged over windows like the GP's
             correction ("smoothed", published) or the fitted prior itself ("sharp"), so a
             detailed prior keeps its detail where the observations do not change it.
             Default: "sharp"
@@ -89,16 +133,17 @@ class BORExSettings:
     **Surrogate and acquisition**
 
     Attributes:
-        kappa: UCB exploration weight. Default: 10.0
-        lengthscale: Initial length scales, one per GP feature -- images: (rows, columns,
+        kappa: *windows*: UCB exploration weight. Default: 10.0
+        lengthscale: *windows*: initial length scales, one per GP feature -- images: (rows, columns,
             size); clips: (frames, rows, columns, duration, size) -- in pixels of a
             224-pixel image. None: 12 for positions, 10 for sizes. Default: None
-        lengthscale_bounds: Bounds of every length scale. Default: (1.0, 20.0)
-        noise: Observation noise variance. Default: 0.01
-        jitter: Half-widths of the uniform jitter added to the GP's copy of each window,
+        lengthscale_bounds: *windows*: bounds of every length scale. Default: (1.0, 20.0)
+        noise: *windows*: observation noise variance (the field picks its own). Default: 0.01
+        jitter: *windows*: half-widths of the uniform jitter added to the GP's copy of each window,
             one per feature. None: 1 for positions, 0.5 for sizes. Default: None
-        windows_per_step: Windows queried per round (the GP's mean is held fixed between
-            the picks of one round). Default: 1
+        windows_per_step: Windows queried per round, chosen jointly (the GP's mean is held
+            fixed between the picks of one round; the field's choice does not depend on the
+            values observed, so its joint choice is exact). Default: 1
         temporal_window_sizes: Clips only: window half-lengths in frames. None: ``T *
             (1/8, 1/4)`` rounded. Default: None
 
@@ -106,15 +151,16 @@ class BORExSettings:
     ``exact_map=True``)
 
     Attributes:
-        acquisition_stride: UCB is evaluated on window centres this many pixels (and
-            frames) apart -- one int or one per axis -- then refined at full resolution
-            around the best one. None: about 56 centres per side (4 at 224 pixels) and 16
-            in time, coarsened until the lattice holds at most 25,000 windows.
-            Default: None
-        refit_every: Refit the length scales after every this many rounds (and after the
+        acquisition_stride: Candidate windows have centres this many pixels (and frames)
+            apart -- one int or one per axis; "windows" then refines UCB's best one at full
+            resolution. None: "field", one centre per cell; "windows", about 56 centres per
+            side (4 at 224 pixels) and 16 in time, coarsened until the lattice holds at most
+            25,000 windows. Default: None
+        refit_every: Refit the length scales (the field: pick its length scale, amplitude
+            and noise by marginal likelihood) after every this many rounds (and after the
             last). Default: 5
-        warm_start: Start each refit from the previous length scales. Default: True
-        exact_map: Rebuild the map from the posterior at every window instead of
+        warm_start: *windows*: start each refit from the previous length scales. Default: True
+        exact_map: *windows*: rebuild the map from the posterior at every window instead of
             interpolating it from the acquisition lattice. Default: False
 
     Raises:
@@ -126,10 +172,14 @@ class BORExSettings:
         >>> borex = BOREx(model, prior, settings=settings)
     """
 
+    surrogate: Literal["field", "windows"] = "windows"
+    cells: int = 16
+    smoothing: float = 0.5
+    focus: float = 3.0
     queries: Literal["both", "delete", "keep"] = "both"
     gain: float = 3.0
     apply_softmax: bool = True
-    keep_baselines: KeepBaselines = None
+    keep_baselines: KeepBaselines = "blur"
     map_from: MapFrom = None
     prior_scale: float = 0.1
     prior_reduction: ChannelReduction = "sum"
@@ -150,9 +200,16 @@ class BORExSettings:
     exact_map: bool = False
 
     def __post_init__(self) -> None:
-        for check in (_check_query_settings, _check_prior_settings, _check_search_settings):
+        checks = (
+            _check_model_settings,
+            _check_query_settings,
+            _check_prior_settings,
+            _check_search_settings,
+        )
+        for check in checks:
             for name, value in check(self).items():
                 object.__setattr__(self, name, value)
+        _check_surrogate_reads(self)
 
     @classmethod
     def preset(cls, name: str) -> BORExSettings:
@@ -197,6 +254,32 @@ class BORExSettings:
         if self.map_from is None:
             return {self.queries: 1.0}
         return dict(self.map_from)
+
+
+def _check_model_settings(s: BORExSettings) -> dict[str, Any]:
+    check_choice(s.surrogate, "surrogate", SURROGATES)
+    check_int(s.cells, "cells", minimum=2)
+    return {
+        "smoothing": check_nonnegative(s.smoothing, "smoothing"),
+        "focus": check_nonnegative(s.focus, "focus"),
+    }
+
+
+def _check_surrogate_reads(s: BORExSettings) -> None:
+    """Refuse a setting the chosen surrogate would ignore.
+
+    Raises:
+        ValueError: naming the setting and the surrogate that reads it.
+    """
+    ignored, reader = (WINDOWS_ONLY, "windows") if s.surrogate == "field" else (FIELD_ONLY, "field")
+    defaults = {f.name: f.default for f in fields(s)}
+    for name in ignored:
+        if getattr(s, name) != defaults[name]:
+            raise ValueError(
+                f"{name} applies to surrogate={reader!r} only, and these settings have "
+                f"surrogate={s.surrogate!r}; pass surrogate={reader!r} too, or leave {name} "
+                "at its default"
+            )
 
 
 def _check_query_settings(s: BORExSettings) -> dict[str, Any]:
@@ -321,6 +404,7 @@ PRESETS: Mapping[str, BORExSettings] = MappingProxyType(
     {
         "default": BORExSettings(),
         "published": BORExSettings(
+            surrogate="windows",
             queries="both",
             gain=10.0,
             apply_softmax=True,
