@@ -448,6 +448,12 @@ BUDGET_VARIANTS: tuple[Variant, ...] = (
     Variant(
         "Grad-CAM", "field, keep on the baselines", {"surrogate": "field", "keep_baselines": None}
     ),
+    Variant("Grad-CAM", "map from both + delete", {"map_from": ("both", "delete")}),
+    Variant(
+        "Grad-CAM",
+        "smoothed map, map from both + delete",
+        {"map_prior": "smoothed", "map_from": ("both", "delete")},
+    ),
 )
 
 

@@ -1,4 +1,4 @@
-"""The field model (the default surrogate): an exact posterior over cells."""
+"""The field model (``surrogate="field"``): an exact posterior over cells."""
 
 from __future__ import annotations
 

@@ -52,9 +52,9 @@ class BORExDetails:
         prior: ``(N, *spatial)`` the normalised prior map (the model's prior mean, up to
             its fitted scale).
         uncertainty: ``(N, *spatial)`` how much is still unknown, in [0, 1] (1 where
-            nothing was learnt), for every input alike: the field's posterior standard
-            deviation over its prior one, per cell (default), or the window GP's posterior
-            standard deviation rebuilt like the map.
+            nothing was learnt), for every input alike: the window GP's posterior standard
+            deviation rebuilt like the map, or the field's posterior standard deviation over
+            its prior one, per cell.
         centres: ``(N, n, D)`` centre of every queried window (pixels; rows, columns or
             frames, rows, columns).
         half_sizes: ``(N, n, D)`` half-length along each axis of every queried window.
@@ -126,23 +126,24 @@ class BOREx(PerturbationAttribution):
 
     Two models (``settings.surrogate``):
 
-    - ``"field"`` (default): the input is cut into cells, each holding its contribution to
-      the target's probability, and a query observes the sum over the cells its window
-      covers; the prior map, scaled and shifted to fit, is the field's prior mean with a
-      smooth residual on top, so the posterior is exact. Each round queries the window whose
+    - ``"windows"`` (both presets): a GP over the windows ``(r, c, l)`` themselves, queried
+      by UCB, ``mu + kappa * sigma``; the map is the posterior mean averaged over every
+      window covering each pixel, over all sizes.
+    - ``"field"``: the input is cut into cells, each holding its contribution to the
+      target's probability, and a query observes the sum over the cells its window covers;
+      the prior map, scaled and shifted to fit, is the field's prior mean with a smooth
+      residual on top, so the posterior is exact. Each round queries the window whose
       (focus-weighted) sum is most uncertain: large windows first, then smaller ones where
       the field is high. A detailed prior keeps its detail where the observations agree.
-    - ``"windows"`` (published): a GP over the windows ``(r, c, l)`` themselves, queried by
-      UCB, ``mu + kappa * sigma``; the map is the posterior mean averaged over every window
-      covering each pixel, over all sizes.
 
     **What the map means.** Positive is evidence for the target, negative against, in
-    changes of the target's probability, comparable across images. With the default field
-    a pixel's value is its share of the probability: the map summed over a region estimates
-    what the region adds (for ``queries="both"``, the mean of what it adds when shown alone
-    and what it takes away when deleted), and over the whole input it sums to about
-    ``s(input) - s(keep baseline)``. With ``"windows"`` a pixel's value is that quantity for
-    the windows covering it, averaged. Captum's ``visualize_image_attr`` reads either as is
+    changes of the target's probability, comparable across images. With the default
+    ``queries="both"`` a pixel's value estimates, averaged over the windows covering it, the
+    mean of what the window adds to the probability when shown alone (on
+    ``settings.keep_baselines``) and what it takes away when deleted: 0 for a window that
+    does neither. With ``"field"`` a pixel's value is its share instead: the map summed over
+    a region estimates what the region adds, and over the whole input about ``s(input) -
+    s(keep baseline)``. Captum's ``visualize_image_attr`` reads either as is
     (``sign="positive"`` shows the evidence for the target). The model-scale quantities are
     in :class:`BORExDetails`.
 

@@ -58,7 +58,7 @@ class BORExSettings:
     r"""Every setting of the BOREx algorithm, validated when built.
 
     Build one from a preset and change what you need: ``BORExSettings.preset("published")``
-    or ``BORExSettings().replace(cells=24)``. The presets (:data:`PRESETS`) are
+    or ``BORExSettings(surrogate="field", cells=24)``. The presets (:data:`PRESETS`) are
     ``"default"`` (these defaults) and ``"published"`` (the paper's loop exactly).
 
     **The model**
@@ -69,7 +69,7 @@ class BORExSettings:
             observes the sum over the cells it covers; a Gaussian prior centred on the
             prior map (its scale and offset fitted, a smooth residual on top) gives an
             exact posterior, and each round queries the window whose sum is most uncertain
-            (:mod:`captum_borex.bo.field`). "windows" (published) puts a Gaussian process on
+            (:mod:`captum_borex.bo.field`). "windows" (both presets) puts a Gaussian process on
             the windows' scores, queries by UCB and averages the posterior over every window
             covering a pixel; the settings marked *windows* below apply to it only, and
             setting them with "field" raises a ValueError. Default: "windows"

@@ -1,5 +1,5 @@
-"""The BOREx search, free of Captum: windows, the field model (default) and the published
-window GP, acquisition, map rebuild."""
+"""The BOREx search, free of Captum: windows, the window GP (both presets) and the field
+model, acquisition, map rebuild."""
 
 from captum_borex.bo.field import FieldResult, FieldSettings, refine_field
 from captum_borex.bo.optimizer import BOResult, BOSettings, optimise
