@@ -82,17 +82,16 @@ def optimiser_table(n_images: int, n_reference: int) -> None:
     )
     published = BORExSettings.preset("published")
     default = BORExSettings.preset("default")
-    windows = default.replace(surrogate="windows")
     settings = [
         ("BOREx, published preset", published, n_reference),
         (
-            "BOREx windows, stride 4, refit every step from scratch",
-            windows.replace(refit_every=1, warm_start=False),
+            "BOREx, stride 4, refit every step from scratch",
+            default.replace(refit_every=1, warm_start=False),
             n_images,
         ),
-        ("BOREx windows (the previous default)", windows, n_images),
         ("BOREx default preset", default, n_images),
         ("BOREx default preset", default, 1),
+        ("BOREx, surrogate='field'", default.replace(surrogate="field"), n_images),
     ]
     BOREx(model, prior=raw_prior[:1]).attribute(images[:1], target=0, n_iter=3)  # warm-up
     for name, preset, batch in settings:
