@@ -133,14 +133,9 @@ class CellGrid:
 
     def coverage(self, space: WindowSpace, combos: Tensor, centres: Tensor) -> Tensor:
         """``(B, n)`` the fraction of each cell that each window covers."""
-        half = space.combos.to(centres.device)[combos]
         out = None
-        for axis, length in enumerate(self.shape):
-            position = torch.arange(length, device=centres.device)
-            lo = (centres[:, axis] - half[:, axis])[:, None]
-            hi = (centres[:, axis] + half[:, axis])[:, None]
-            inside = ((position >= lo) & (position < hi)).to(torch.float64)
-            part = inside @ self.members[axis] / self.counts[axis]  # (B, g)
+        for axis, inside in enumerate(space.axis_masks(combos, centres)):
+            part = inside.to(torch.float64) @ self.members[axis] / self.counts[axis]  # (B, g)
             out = part if out is None else (out.unsqueeze(-1) * part.unsqueeze(1)).flatten(1)
         assert out is not None
         return out

@@ -164,6 +164,22 @@ class WindowSpace:
         near_combos = combos[:, None].expand(-1, delta.shape[0])
         return WindowGrid(near_combos, near, self.features(near_combos, near))
 
+    def axis_masks(self, combos: Tensor, centres: Tensor) -> list[Tensor]:
+        """Per axis, ``(B, L)`` booleans: True along the axis inside each window.
+
+        Args:
+            combos: ``(B,)`` window size indices.
+            centres: ``(B, D)`` centres.
+        """
+        half = self.combos.to(centres.device)[combos]
+        out = []
+        for axis, length in enumerate(self.shape):
+            position = torch.arange(length, device=centres.device)
+            lo = (centres[:, axis] - half[:, axis])[:, None]
+            hi = (centres[:, axis] + half[:, axis])[:, None]
+            out.append((position[None] >= lo) & (position[None] < hi))
+        return out
+
     def masks(self, combos: Tensor, centres: Tensor) -> Tensor:
         """Boolean masks ``(B, *shape)`` that are True inside each window.
 
@@ -171,15 +187,10 @@ class WindowSpace:
             combos: ``(B,)`` window size indices.
             centres: ``(B, D)`` centres.
         """
-        half = self.combos.to(centres.device)[combos]
         mask = None
-        for axis, length in enumerate(self.shape):
-            position = torch.arange(length, device=centres.device)
-            lo = (centres[:, axis] - half[:, axis])[:, None]
-            hi = (centres[:, axis] + half[:, axis])[:, None]
-            inside = (position[None] >= lo) & (position[None] < hi)
+        for axis, inside in enumerate(self.axis_masks(combos, centres)):
             view = [inside.shape[0]] + [1] * self.n_axes
-            view[axis + 1] = length
+            view[axis + 1] = inside.shape[1]
             inside = inside.view(view)
             mask = inside if mask is None else mask & inside
         return mask
