@@ -1091,7 +1091,6 @@ def configured(args: argparse.Namespace) -> Config:
         prior_rows=not args.budget_only,
         seeds=args.seeds or cfg.seeds,
         n_images=args.images or cfg.n_images,
-        budget_variants=tuple(args.variants) if args.variants else cfg.budget_variants,
     )
 
 
@@ -1164,6 +1163,7 @@ def main() -> None:
     for name in args.data:
         t0 = time.perf_counter()
         task_cfg = sized_for(cfg, name, args.quick)
+        # After the clips' own sizes, which would otherwise override the choice.
         if args.variants:
             task_cfg = dataclasses.replace(task_cfg, budget_variants=tuple(args.variants))
         task = load_task(name, task_cfg, args.photo_cam_block)

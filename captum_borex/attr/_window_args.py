@@ -113,14 +113,12 @@ CELLS_IN_TIME = 4
 
 def field_cells(space: WindowSpace, cells: int) -> tuple[int, ...]:
     """Cells per axis of the field model: ``cells`` along each spatial axis of an image;
-    a clip gets half as many and at most :data:`CELLS_IN_TIME` along time (never more than
-    an axis has pixels or frames)."""
+    a clip gets half as many and :data:`CELLS_IN_TIME` along time
+    (:class:`~captum_borex.bo.field.CellGrid` caps each at the axis's length)."""
     if space.n_axes == 2:
-        per_axis: tuple[int, ...] = (cells, cells)
-    else:
-        spatial = max(1, cells // 2)
-        per_axis = (CELLS_IN_TIME, spatial, spatial)
-    return tuple(min(c, length) for c, length in zip(per_axis, space.shape))
+        return (cells, cells)
+    spatial = max(1, cells // 2)
+    return (CELLS_IN_TIME, spatial, spatial)
 
 
 def feature_names(space: WindowSpace) -> str:
