@@ -454,6 +454,9 @@ BUDGET_VARIANTS: tuple[Variant, ...] = (
         "smoothed map, map from both + delete",
         {"map_prior": "smoothed", "map_from": ("both", "delete")},
     ),
+    Variant("Grad-CAM", "kappa 5", {"kappa": 5.0}),
+    Variant("Grad-CAM", "kappa 3", {"kappa": 3.0}),
+    Variant("Grad-CAM", "delete queries only", {"queries": "delete"}),
 )
 
 
@@ -838,8 +841,16 @@ def targets(task: Task, rows: list[Row]) -> list[str]:
 
 #: The share of the verdict's rows the default must win (the issue's goal).
 WIN_SHARE = 0.8
-#: Higher is better for each measure of the verdict.
-HIGHER_IS_BETTER = {"deletion": False, "insertion": True}
+#: Higher is better for each measure of the verdict (and the pointing game of the prior check).
+HIGHER_IS_BETTER = {"deletion": False, "insertion": True, "pointing": True}
+#: The measures a win needs.
+VERDICT_MEASURES = ("deletion", "insertion")
+
+
+def prior_measures(row: Row) -> tuple[str, ...]:
+    """The measures of the prior check: deletion, insertion, and the pointing game where the
+    data set has ground-truth masks."""
+    return VERDICT_MEASURES + (("pointing",) if row.scores.pointing is not None else ())
 
 
 def mean_of(row: Row, measure: str) -> float:
@@ -928,23 +939,23 @@ def matches(data: str, budget_rows: BudgetRows) -> list[Match]:
     for index, ours in enumerate(budget_rows.variants):
         occlusions = budget_rows.occlusions
         if occlusions:
-            rivals = {m: best_occlusion(occlusions, m) for m in HIGHER_IS_BETTER}
+            rivals = {m: best_occlusion(occlusions, m) for m in VERDICT_MEASURES}
             out.append(Match(data, budget_rows.budget, ours, "best Occlusion", rivals, index == 0))
-        rise_rivals = dict.fromkeys(HIGHER_IS_BETTER, budget_rows.rise)
+        rise_rivals = dict.fromkeys(VERDICT_MEASURES, budget_rows.rise)
         out.append(Match(data, budget_rows.budget, ours, "RISE", rise_rivals, index == 0))
     return out
 
 
 def worse_than_prior(budget_rows: BudgetRows) -> bool:
-    """Whether the default is significantly worse than its prior on either measure."""
+    """Whether the default is significantly worse than its prior on any measure."""
     default, prior = budget_rows.default, budget_rows.prior
-    return any(paired_test(default, prior, m)[1] == "-" for m in HIGHER_IS_BETTER)
+    return any(paired_test(default, prior, m)[1] == "-" for m in prior_measures(default))
 
 
 def against_prior(budget_rows: BudgetRows) -> str:
     """The default against its prior at one budget: the verdict and p of each measure."""
     default, prior = budget_rows.default, budget_rows.prior
-    tests = [paired_test(default, prior, m) for m in HIGHER_IS_BETTER]
+    tests = [paired_test(default, prior, m) for m in prior_measures(default)]
     p_values = " / ".join(f"{p:.2g}" for p, _ in tests)
     return f"{budget_rows.budget}: {'/'.join(v for _, v in tests)} (p = {p_values})"
 
@@ -959,7 +970,8 @@ def prior_check(data: str, by_budget: list[BudgetRows]) -> str:
     worse = sum(worse_than_prior(b) for b in by_budget)
     return (
         f"{data}: default significantly worse than its prior ({by_budget[0].prior.name}) at "
-        f"{worse} of {len(by_budget)} budgets (deletion/insertion against it, + better, "
+        f"{worse} of {len(by_budget)} budgets ({'/'.join(prior_measures(by_budget[0].default))} "
+        f"against it, + better, "
         f"- worse at p < 0.05: {'; '.join(against_prior(b) for b in by_budget)})"
     )
 
