@@ -454,7 +454,7 @@ BUDGET_VARIANTS: tuple[Variant, ...] = (
         "smoothed map, map from both + delete",
         {"map_prior": "smoothed", "map_from": ("both", "delete")},
     ),
-    Variant("Grad-CAM", "kappa 5", {"kappa": 5.0}),
+    Variant("Grad-CAM", "kappa 10 (the previous default)", {"kappa": 10.0}),
     Variant("Grad-CAM", "kappa 3", {"kappa": 3.0}),
     Variant("Grad-CAM", "delete queries only", {"queries": "delete"}),
 )

@@ -241,10 +241,11 @@ def test_map_from_rebuilds_the_named_evidence_without_changing_the_search(
 
 def test_map_from_evidence_tracks_its_own_observations(cnn, shapes_val):
     """A window whose deletion costs more gets a higher delete-evidence map: the map's mean
-    over each queried window rises with that window's observed delete evidence."""
+    over each queried window rises with that window's observed delete evidence (kappa 10
+    spreads the windows, so that their evidence varies)."""
     images, labels, _ = shapes_val
     x, y = images[:4], labels[:4]
-    details = borex_with(cnn, map_from="delete").attribute(
+    details = borex_with(cnn, map_from="delete", kappa=10.0).attribute(
         x, target=y, n_iter=12, seed=0, return_details=True
     )
     with torch.no_grad():

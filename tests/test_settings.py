@@ -49,6 +49,7 @@ def test_published_preset_is_the_papers_loop():
         "keep_baselines": None,
         "gain": 10.0,
         "prior_fit": "fixed",
+        "kappa": 10.0,
         "map_prior": "smoothed",
         "acquisition_stride": 1,
         "refit_every": 1,

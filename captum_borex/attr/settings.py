@@ -133,7 +133,7 @@ class BORExSettings:
     **Surrogate and acquisition**
 
     Attributes:
-        kappa: *windows*: UCB exploration weight. Default: 10.0
+        kappa: *windows*: UCB exploration weight. Default: 5.0 (published: 10.0)
         lengthscale: *windows*: initial length scales, one per GP feature -- images: (rows, columns,
             size); clips: (frames, rows, columns, duration, size) -- in pixels of a
             224-pixel image. None: 12 for positions, 10 for sizes. Default: None
@@ -187,7 +187,7 @@ class BORExSettings:
     prior_fit: Literal["fixed", "affine"] = "affine"
     prior_fit_strength: float = 1.0
     map_prior: Literal["smoothed", "sharp"] = "sharp"
-    kappa: float = 10.0
+    kappa: float = 5.0
     lengthscale: tuple[float, ...] | None = None
     lengthscale_bounds: tuple[float, float] = (1.0, 20.0)
     noise: float = 0.01
@@ -398,8 +398,8 @@ def _map_from_pairs(map_from: Any, queries: str) -> tuple[tuple[str, float], ...
 
 #: The named presets. ``"default"``: this package's defaults. ``"published"``: the loop of
 #: Kikuchi et al. (ACCV 2022) exactly -- fixed prior mean at the window centre, the smoothed
-#: map, gain 10, both queries on one baseline, the full acquisition grid (stride 1), the
-#: length scales refitted from scratch at every step and the map rebuilt from every window.
+#: map, gain 10, kappa 10, both queries on one baseline, the full acquisition grid (stride 1),
+#: the length scales refitted from scratch at every step and the map rebuilt from every window.
 PRESETS: Mapping[str, BORExSettings] = MappingProxyType(
     {
         "default": BORExSettings(),
