@@ -12,7 +12,9 @@ sys.path.insert(0, str(Path(__file__).parent.parent / "benchmarks"))
 import quality  # noqa: E402
 
 
-def row(name: str, deletion: list[float], insertion: list[float], pointing=None) -> quality.Row:
+def row(
+    name: str, deletion: list[float], insertion: list[float], pointing: list[float] | None = None
+) -> quality.Row:
     scores = quality.Scores(
         deletion=torch.tensor(deletion, dtype=torch.float64),
         insertion=torch.tensor(insertion, dtype=torch.float64),
