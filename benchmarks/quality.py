@@ -441,7 +441,9 @@ class Variant:
 BUDGET_VARIANTS: tuple[Variant, ...] = (
     Variant("Grad-CAM", "default"),
     Variant("none", "default"),
-    Variant("Grad-CAM", "keep on the baselines (the previous default)", {"keep_baselines": None}),
+    Variant(
+        "Grad-CAM", "keep on the baselines (the default before the blur)", {"keep_baselines": None}
+    ),
     Variant("Grad-CAM", "field", {"surrogate": "field"}),
     Variant("Grad-CAM", "field, no focus", {"surrogate": "field", "focus": 0.0}),
     Variant("Grad-CAM", "field, no smoothing", {"surrogate": "field", "smoothing": 0.0}),
@@ -971,8 +973,8 @@ def prior_check(data: str, by_budget: list[BudgetRows]) -> str:
     return (
         f"{data}: default significantly worse than its prior ({by_budget[0].prior.name}) at "
         f"{worse} of {len(by_budget)} budgets ({'/'.join(prior_measures(by_budget[0].default))} "
-        f"against it, + better, "
-        f"- worse at p < 0.05: {'; '.join(against_prior(b) for b in by_budget)})"
+        f"against it, + better, - worse at p < 0.05: "
+        f"{'; '.join(against_prior(b) for b in by_budget)})"
     )
 
 

@@ -85,8 +85,9 @@ class WindowObjective:
     ``s(input)`` and ``s(keep_baselines)`` where the caller has scored them already; None
     scores them here when needed. ``extra`` names more kinds of evidence to return for the
     same windows, from the same model calls (see :data:`~captum_borex.bo.optimizer.Objective`).
-    ``linear=True`` returns the change of score itself, zeroed at "no effect" (see
-    :meth:`change`), as the field model observes it (:mod:`captum_borex.bo.field`).
+    ``linear=True`` returns the change of score itself, zeroed at "no effect" (as
+    :meth:`probability_change` does for maps), as the field model observes it
+    (:mod:`captum_borex.bo.field`).
     """
 
     def __init__(
