@@ -50,9 +50,8 @@ concentrated; over voxels for clips). ``p`` columns
 are two-sided paired Wilcoxon signed-rank tests (``captum_borex.metrics.paired_comparison``)
 of the row against the row named in ``vs``. ``calls`` counts model evaluations per image
 (or clip: a clip's pass is one call): a backward pass counts as one call; BOREx costs
-``2 * n_iter * windows_per_step + 2`` plus its prior's calls (``n_iter * windows_per_step + 2``
-with ``queries="delete"``), RISE one per mask plus one, Occlusion one per window position
-plus one.
+:meth:`~captum_borex.BORExSettings.calls_per_input` (its checks, windows and map check) plus
+its prior's calls, RISE one per mask plus one, Occlusion one per window position plus one.
 """
 
 from __future__ import annotations
@@ -450,15 +449,20 @@ BUDGET_VARIANTS: tuple[Variant, ...] = (
     Variant(
         "Grad-CAM", "field, keep on the baselines", {"surrogate": "field", "keep_baselines": None}
     ),
-    Variant("Grad-CAM", "map from both + delete", {"map_from": ("both", "delete")}),
+    Variant(
+        "Grad-CAM", "map from both + delete", {"map_from": ("both", "delete"), "map_check": None}
+    ),
     Variant(
         "Grad-CAM",
         "smoothed map, map from both + delete",
-        {"map_prior": "smoothed", "map_from": ("both", "delete")},
+        {"map_prior": "smoothed", "map_from": ("both", "delete"), "map_check": None},
     ),
     Variant("Grad-CAM", "kappa 10 (the previous default)", {"kappa": 10.0}),
     Variant("Grad-CAM", "kappa 3", {"kappa": 3.0}),
     Variant("Grad-CAM", "delete queries only", {"queries": "delete"}),
+    Variant("Grad-CAM", "no map check (the previous default)", {"map_check": None}),
+    Variant("Grad-CAM", "map check of the delete and keep maps", {"map_from": ("delete", "keep")}),
+    Variant("Grad-CAM", "map check at half the pixels only", {"map_check": (0.5,)}),
 )
 
 
@@ -562,14 +566,11 @@ class Row:
 
 
 def borex_iterations(budget: float, prior_calls: float, settings: BORExSettings) -> int:
-    """The most BOREx rounds (one window per round) whose calls fit in ``budget``: the
-    prior's, then per input the target check (which also scores the input), the baseline
-    check unless ``queries="delete"``, and two calls a round with ``queries="both"``, one
-    otherwise."""
-    queries = settings.queries
-    before = 1 if queries == "delete" else 2
-    per_window = 2 if queries == "both" else 1
-    return max(1, int((budget - before - prior_calls) // per_window))
+    """The most BOREx rounds whose calls (:meth:`BORExSettings.calls_per_input`) fit in
+    ``budget`` after the prior's."""
+    per_round = settings.calls_per_input(2) - settings.calls_per_input(1)
+    fixed = settings.calls_per_input(1) - per_round
+    return max(1, int((budget - prior_calls - fixed) // per_round))
 
 
 def positions(size: int, window: int, stride: int) -> int:

@@ -95,11 +95,10 @@ def main() -> None:
 
     started = time.perf_counter()
     prior = gradcam_prior(model, model.frame_model.net._bn1, clips, target)
-    details = BOREx(model, prior=prior).attribute(
-        clips, target=target, n_iter=args.n_iter, seed=0, return_details=True
-    )
+    borex = BOREx(model, prior=prior)
+    details = borex.attribute(clips, target=target, n_iter=args.n_iter, seed=0, return_details=True)
     seconds = time.perf_counter() - started
-    calls = 2 * args.n_iter + 2 + 2  # BOREx's queries, its two checks, Grad-CAM's two passes
+    calls = borex.settings.calls_per_input(args.n_iter) + 2  # and Grad-CAM's two passes
     rise = RISE(model).attribute(clips, target=target, n_masks=calls, seed=0)
     print(f"Grad-CAM + BOREx: {args.n_iter} rounds, {seconds:.1f} s")
 

@@ -55,6 +55,7 @@ def test_published_preset_is_the_papers_loop():
         "refit_every": 1,
         "warm_start": False,
         "exact_map": True,
+        "map_check": None,
     }
 
 

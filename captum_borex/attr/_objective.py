@@ -134,6 +134,11 @@ class WindowObjective:
         self.input_scores = input_scores
         self.keep_scores = keep_scores
 
+    def scores(self, inputs: Tensor, rows: Tensor) -> Tensor:
+        """The target's score of each of ``inputs``, row ``rows[i]`` of the batch's (its
+        target and forward arguments)."""
+        return self._scores(inputs, rows, self.inputs.shape[0])
+
     def _scores(self, inputs: Tensor, rows: Tensor, batch: int) -> Tensor:
         return target_scores(
             self.forward_func,

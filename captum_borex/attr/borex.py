@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
 import torch
@@ -23,6 +23,7 @@ from captum_borex._checks import (
 )
 from captum_borex._forward import checked_target_scores
 from captum_borex._state import cuda_devices, forked_rng, modules_of, preserved
+from captum_borex.attr._map_check import checked_map
 from captum_borex.attr._objective import (
     WindowObjective,
     keep_baselines_like,
@@ -66,14 +67,18 @@ class BORExDetails:
         seconds: Wall time of the run spent in the objective (perturbing inputs and the
             model calls) and in the optimiser (everything else), for profiling.
         evidence_maps: ``(N, *spatial)`` map of each kind of evidence the map is built
-            from (``settings.map_from``, or ``settings.queries``), by name, in the units
-            of the map: reweight them with :func:`~captum_borex.attr.rank_fusion` at no
-            model call.
+            from or chosen among (``settings.map_sources``), by name, in the units of the
+            map: reweight them with :func:`~captum_borex.attr.rank_fusion` at no model
+            call.
         gp_map: ``(N, *spatial)`` the model's own map: the field itself, or the window GP's
             posterior mean of ``settings.queries``' evidence rebuilt over pixels on its
             scale (``tanh(gain * delta / 2)``), before it is turned into a change of
             probability: for experts.
         settings: The :class:`BORExSettings` of the run.
+        map_checks: ``(N,)`` each candidate's check by name, when ``settings.map_check``
+            chose the map among several (``settings.check_candidates``): the mean over the
+            fractions of ``s(its top shown alone) - s(its top deleted)``; each input's map
+            is the candidate with the highest. Empty otherwise.
     """
 
     attributions: Tensor | tuple[Tensor, ...]
@@ -87,6 +92,7 @@ class BORExDetails:
     evidence_maps: dict[str, Tensor]
     gp_map: Tensor
     settings: BORExSettings
+    map_checks: dict[str, Tensor] = field(default_factory=dict)
 
 
 @dataclass
@@ -127,8 +133,10 @@ class BOREx(PerturbationAttribution):
     Two models (``settings.surrogate``):
 
     - ``"windows"`` (both presets): a GP over the windows ``(r, c, l)`` themselves, queried
-      by UCB, ``mu + kappa * sigma``; the map is the posterior mean averaged over every
-      window covering each pixel, over all sizes.
+      by UCB, ``mu + kappa * sigma``; a map is the posterior mean averaged over every
+      window covering each pixel, over all sizes. The default builds one such map from each
+      kind of evidence the queries observe and keeps, per input, the one whose top pixels
+      best separate the target when shown alone and when deleted (``settings.map_check``).
     - ``"field"``: the input is cut into cells, each holding its contribution to the
       target's probability, and a query observes the sum over the cells its window covers;
       the prior map, scaled and shifted to fit, is the field's prior mean with a smooth
@@ -141,7 +149,10 @@ class BOREx(PerturbationAttribution):
     ``queries="both"`` a pixel's value estimates, averaged over the windows covering it, the
     mean of what the window adds to the probability when shown alone (on
     ``settings.keep_baselines``) and what it takes away when deleted: 0 for a window that
-    does neither. With ``"field"`` a pixel's value is its share instead: the map summed over
+    does neither; the default's map check may pick, per input, the delete evidence (what
+    the window takes away when deleted) or the keep evidence (what it adds when shown alone)
+    instead, in the same units (``BORExDetails.map_checks`` says which scored highest).
+    With ``"field"`` a pixel's value is its share instead: the map summed over
     a region estimates what the region adds, and over the whole input about ``s(input) -
     s(keep baseline)``. Captum's ``visualize_image_attr`` reads either as is
     (``sign="positive"`` shows the evidence for the target). The model-scale quantities are
@@ -246,8 +257,9 @@ class BOREx(PerturbationAttribution):
                 Default: 0.0
             n_iter: Number of BO rounds; each costs ``settings.windows_per_step`` windows
                 per input, two model evaluations a window (one with ``queries="delete"``
-                or ``"keep"``), plus two passes per input before the first round.
-                Default: 50
+                or ``"keep"``), plus two passes per input before the first round and the
+                map check's after the last (``settings.calls_per_input(n_iter)`` counts
+                them all: 2 * n_iter + 14 with the default settings). Default: 50
             window_sizes: Window half-sizes in pixels. None scales the published
                 (30, 45, 60, 75) for 224-pixel images to ``min(H, W)``. Default: None
             prior_kwargs: Keyword arguments for the prior's ``attribute`` (or callable),
@@ -295,7 +307,8 @@ class BOREx(PerturbationAttribution):
             )
             prior = normalise_prior(raw_prior, self.settings.prior_scale)
             result = self._search(objective, prior, call, run_seed, show_progress, return_details)
-        return self._outcome(call, objective, prior, result, return_details)
+            # The map check calls the model too.
+            return self._outcome(call, objective, prior, result, return_details)
 
     def _check_call(
         self,
@@ -427,7 +440,11 @@ class BOREx(PerturbationAttribution):
         else:
             evidence = _window_evidence(objective, result, settings)
             gp_map, std_map, lengthscale = result.mean_map, result.std_map, result.lengthscale
-        maps = fused_map(evidence, settings.map_sources)
+        checks: dict[str, Tensor] = {}
+        if settings.check_candidates:
+            maps, checks = checked_map(objective, evidence, cast(tuple, settings.map_check))
+        else:
+            maps = fused_map(evidence, settings.map_sources)
         maps = maps.unsqueeze(1).expand_as(x).contiguous()
         attributions = (maps,) if call.is_tuple else maps
         if not return_details:
@@ -444,6 +461,7 @@ class BOREx(PerturbationAttribution):
             evidence_maps=evidence,
             gp_map=gp_map.to(x.dtype),
             settings=settings,
+            map_checks={name: value.to(x.dtype) for name, value in checks.items()},
         )
 
 

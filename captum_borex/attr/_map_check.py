@@ -1,0 +1,83 @@
+"""Choosing each input's map among candidate maps by what the model does with their tops."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from captum_borex.attr._objective import WindowObjective
+
+
+def top_masks(maps: Tensor, fractions: Sequence[float]) -> Tensor:
+    """Masks of each map's highest pixels (or voxels), ties broken by position as the
+    deletion and insertion curves break them.
+
+    Args:
+        maps: ``(N, *spatial)`` maps.
+        fractions: Fractions of the pixels to mark, each in (0, 1).
+
+    Returns:
+        ``(F, N, 1, *spatial)`` bool: for each fraction, the top ``round(f * n)`` pixels.
+    """
+    batch, spatial = maps.shape[0], maps.shape[1:]
+    flat = maps.flatten(1)
+    order = torch.argsort(flat, dim=1, descending=True, stable=True)
+    rank = torch.empty_like(order)
+    positions = torch.arange(flat.shape[1], device=maps.device).expand(batch, -1)
+    rank.scatter_(1, order, positions)
+    counts = torch.tensor([round(f * flat.shape[1]) for f in fractions], device=maps.device)
+    return (rank[None] < counts.view(-1, 1, 1)).view(len(fractions), batch, 1, *spatial)
+
+
+def separations(objective: WindowObjective, maps: Tensor, fractions: Sequence[float]) -> Tensor:
+    """How well each map's top separates the target from the rest: ``s(top shown alone on
+    the keep baselines) - s(top set to the baselines)``, averaged over ``fractions``.
+
+    Args:
+        objective: The run's window objective (inputs, baselines, target, model).
+        maps: ``(K, N, *spatial)`` candidate maps of every input.
+        fractions: Fractions of the pixels making the top, each in (0, 1).
+
+    Returns:
+        ``(K, N)`` float64; costs ``2 * K * len(fractions)`` model evaluations per input.
+    """
+    n_maps, batch = maps.shape[:2]
+    x = objective.inputs
+    masks = top_masks(maps.flatten(0, 1), fractions)
+    masks = masks.view(len(fractions), n_maps * batch, *masks.shape[2:])
+    inputs = x.repeat(n_maps, *(1,) * (x.dim() - 1))
+    shown = torch.where(masks, inputs, _tiled(objective.keep_baselines, n_maps))
+    deleted = torch.where(masks, _tiled(objective.baselines, n_maps), inputs)
+    rows = torch.arange(batch, device=x.device).repeat(n_maps * len(fractions) * 2)
+    scores = objective.scores(torch.cat([shown.flatten(0, 1), deleted.flatten(0, 1)]), rows)
+    shown_scores, deleted_scores = scores.to(torch.float64).view(2, len(fractions), n_maps, batch)
+    return (shown_scores - deleted_scores).mean(0)
+
+
+def _tiled(tensor: Tensor, times: int) -> Tensor:
+    """``tensor`` repeated ``times`` along its first axis."""
+    return tensor.repeat(times, *(1,) * (tensor.dim() - 1))
+
+
+def checked_map(
+    objective: WindowObjective, evidence: dict[str, Tensor], fractions: Sequence[float]
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Each input's map: the candidate whose top best separates the target (see
+    :func:`separations`); the first candidate wins ties.
+
+    Args:
+        objective: The run's window objective.
+        evidence: ``(N, *spatial)`` candidate maps by name.
+        fractions: Fractions of the pixels making the top.
+
+    Returns:
+        The ``(N, *spatial)`` chosen maps and each candidate's ``(N,)`` separation by name.
+    """
+    names = list(evidence)
+    maps = torch.stack([evidence[name] for name in names])
+    separation = separations(objective, maps, fractions)
+    choice = separation.argmax(0)
+    chosen = maps[choice, torch.arange(maps.shape[1], device=maps.device)]
+    return chosen, dict(zip(names, separation.unbind(0)))

@@ -1,0 +1,123 @@
+"""The map check: each input's map is the candidate whose top best separates the target."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from captum_borex import BOREx, BORExSettings
+from captum_borex._substrates import gaussian_blur
+from captum_borex.attr._map_check import checked_map, top_masks
+from captum_borex.attr._objective import WindowObjective
+from captum_borex.attr._window_args import window_space
+
+
+def test_top_masks_mark_the_highest_pixels_with_ties_broken_by_position():
+    maps = torch.tensor([[[3.0, 1.0], [2.0, 2.0]]])
+    masks = top_masks(maps, (0.25, 0.5, 0.75))
+    assert masks.shape == (3, 1, 1, 2, 2)
+    expected = [
+        [[True, False], [False, False]],
+        [[True, False], [True, False]],
+        [[True, False], [True, True]],
+    ]
+    assert masks[:, 0, 0].tolist() == expected
+
+
+class RegionModel(torch.nn.Module):
+    """Two classes; class 0's logit grows with the mean brightness of the top-left quarter."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        evidence = 20 * x[:, :, :8, :8].mean((1, 2, 3)) - 10
+        return torch.stack([evidence, torch.zeros_like(evidence)], 1)
+
+
+def test_the_check_picks_the_map_whose_top_holds_the_evidence():
+    x = torch.ones(2, 1, 16, 16)
+    zeros = torch.zeros_like(x)
+    objective = WindowObjective(
+        RegionModel(), x, zeros, zeros, 0, None, window_space((16, 16), None, None), 3.0, True, None
+    )
+    region = torch.zeros(2, 16, 16)
+    region[:, :8, :8] = 1.0
+    # The right map for the first input comes second, for the second first.
+    right, wrong = region + 0.01 * torch.rand(2, 16, 16), 1 - region
+    first = torch.stack([wrong[0], right[1]])
+    second = torch.stack([right[0], wrong[1]])
+    chosen, checks = checked_map(objective, {"a": first, "b": second}, (0.25, 0.5))
+    assert torch.equal(chosen, right)
+    assert list(checks) == ["a", "b"]
+    assert checks["b"][0] > checks["a"][0] and checks["a"][1] > checks["b"][1]
+    # The top quarter is exactly the region: shown alone it keeps the class, deleted it goes.
+    assert checks["b"][0] > 0.99
+
+
+def test_default_map_is_the_checked_candidate_at_the_counted_cost(cnn, shapes_val, recording):
+    images, labels, _ = shapes_val
+    x, y = images[:3], labels[:3]
+    x_before = x.clone()
+    model = recording(cnn)
+    settings = BORExSettings()
+    assert settings.check_candidates == ("both", "delete", "keep")
+    details = BOREx(model).attribute(x, target=y, n_iter=4, seed=0, return_details=True)
+    assert torch.equal(x, x_before)
+    assert model.seen == 3 * settings.calls_per_input(4)
+    assert settings.calls_per_input(4) == 2 + 4 * 2 + 2 * 3 * len(settings.map_check)
+    # Replay each candidate's check by hand: s(top shown on the blur) - s(top deleted).
+    blur = gaussian_blur(x)
+    with torch.no_grad():
+
+        def p(batch: torch.Tensor) -> torch.Tensor:
+            return torch.softmax(cnn(batch), 1)[torch.arange(3), y]
+
+        for name, evidence in details.evidence_maps.items():
+            masks = top_masks(evidence, settings.map_check)
+            replay = torch.stack(
+                [p(torch.where(m, x, blur)) - p(torch.where(m, 0.0, x)) for m in masks]
+            )
+            torch.testing.assert_close(
+                details.map_checks[name], replay.mean(0), atol=1e-5, rtol=1e-4
+            )
+    best = torch.stack(list(details.map_checks.values())).argmax(0)
+    candidates = torch.stack(list(details.evidence_maps.values()))
+    assert torch.equal(details.attributions[:, 0], candidates[best, torch.arange(3)])
+
+
+def test_nothing_is_checked_with_one_map_or_the_field():
+    for settings, calls in (
+        (BORExSettings(map_check=None), 2 + 3 * 2),
+        (BORExSettings(queries="delete"), 1 + 3),
+        (BORExSettings(map_from="both"), 2 + 3 * 2),
+        (BORExSettings(surrogate="field"), 2 + 3 * 2),
+        (BORExSettings.preset("published"), 2 + 3 * 2),
+    ):
+        assert settings.check_candidates == ()
+        assert settings.calls_per_input(3) == calls
+    two = BORExSettings(map_from=("delete", "keep"), map_check=(0.5,))
+    assert two.check_candidates == ("delete", "keep")
+    assert two.calls_per_input(3) == 2 + 3 * 2 + 2 * 2
+
+
+@pytest.mark.parametrize(
+    "value, error",
+    [
+        ((0.0, 0.5), ValueError),
+        ((1.0,), ValueError),
+        ((), TypeError),
+        ("0.5", TypeError),
+        (0.5, TypeError),
+    ],
+)
+def test_bad_map_check_is_refused_by_name(value, error):
+    with pytest.raises(error, match="map_check"):
+        BORExSettings(map_check=value)
+
+
+def test_weights_without_fusion_are_refused():
+    with pytest.raises(ValueError, match="map_check=None"):
+        BORExSettings(map_from={"both": 1.0, "delete": 3.0})
+    assert BORExSettings(map_from={"both": 1.0, "delete": 3.0}, map_check=None).map_check is None
+
+
+def test_map_check_fractions_are_sorted_once():
+    assert BORExSettings(map_check=[0.75, 0.25, 0.75]).map_check == (0.25, 0.75)
