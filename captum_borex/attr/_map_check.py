@@ -46,7 +46,6 @@ def separations(objective: WindowObjective, maps: Tensor, fractions: Sequence[fl
     n_maps, batch = maps.shape[:2]
     x = objective.inputs
     masks = top_masks(maps.flatten(0, 1), fractions)
-    masks = masks.view(len(fractions), n_maps * batch, *masks.shape[2:])
     inputs = x.repeat(n_maps, *(1,) * (x.dim() - 1))
     shown = torch.where(masks, inputs, _tiled(objective.keep_baselines, n_maps))
     deleted = torch.where(masks, _tiled(objective.baselines, n_maps), inputs)
