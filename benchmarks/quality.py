@@ -457,7 +457,7 @@ BUDGET_VARIANTS: tuple[Variant, ...] = (
         "smoothed map, map from both + delete",
         {"map_prior": "smoothed", "map_from": ("both", "delete"), "map_check": None},
     ),
-    Variant("Grad-CAM", "kappa 10 (the previous default)", {"kappa": 10.0}),
+    Variant("Grad-CAM", "kappa 10 (the default before kappa 5)", {"kappa": 10.0}),
     Variant("Grad-CAM", "kappa 3", {"kappa": 3.0}),
     Variant("Grad-CAM", "delete queries only", {"queries": "delete"}),
     Variant("Grad-CAM", "no map check (the previous default)", {"map_check": None}),
