@@ -1,4 +1,5 @@
-"""Ranks of values with ties given their average rank."""
+"""Ranks of values: with ties given their average rank, or in descending order with ties
+broken by position."""
 
 from __future__ import annotations
 
@@ -22,3 +23,12 @@ def average_ranks(values: Tensor) -> Tensor:
     counts.scatter_add_(0, groups, torch.ones_like(positions))
     mean_position = (sums / counts.clamp(min=1))[groups].view(batch, size)
     return torch.empty_like(mean_position).scatter_(1, order, mean_position)
+
+
+def descending_ranks(values: Tensor) -> Tensor:
+    """Rank ``0 .. P-1`` (long) of each element of each row of ``(N, P)`` values, highest
+    first, ties broken by position (the order deletion and insertion curves read a map in)."""
+    batch, size = values.shape
+    order = torch.argsort(values, dim=1, descending=True, stable=True)
+    positions = torch.arange(size, device=values.device).expand(batch, -1)
+    return torch.empty_like(order).scatter_(1, order, positions)

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from captum_borex._ranks import descending_ranks
 from captum_borex.attr._objective import WindowObjective
 
 
@@ -22,12 +23,8 @@ def top_masks(maps: Tensor, fractions: Sequence[float]) -> Tensor:
         ``(F, N, 1, *spatial)`` bool: for each fraction, the top ``round(f * n)`` pixels.
     """
     batch, spatial = maps.shape[0], maps.shape[1:]
-    flat = maps.flatten(1)
-    order = torch.argsort(flat, dim=1, descending=True, stable=True)
-    rank = torch.empty_like(order)
-    positions = torch.arange(flat.shape[1], device=maps.device).expand(batch, -1)
-    rank.scatter_(1, order, positions)
-    counts = torch.tensor([round(f * flat.shape[1]) for f in fractions], device=maps.device)
+    rank = descending_ranks(maps.flatten(1))
+    counts = torch.tensor([round(f * rank.shape[1]) for f in fractions], device=maps.device)
     return (rank[None] < counts.view(-1, 1, 1)).view(len(fractions), batch, 1, *spatial)
 
 
@@ -46,7 +43,7 @@ def separations(objective: WindowObjective, maps: Tensor, fractions: Sequence[fl
     n_maps, batch = maps.shape[:2]
     x = objective.inputs
     masks = top_masks(maps.flatten(0, 1), fractions)
-    inputs = x.repeat(n_maps, *(1,) * (x.dim() - 1))
+    inputs = _tiled(x, n_maps)
     shown = torch.where(masks, inputs, _tiled(objective.keep_baselines, n_maps))
     deleted = torch.where(masks, _tiled(objective.baselines, n_maps), inputs)
     rows = torch.arange(batch, device=x.device).repeat(n_maps * len(fractions) * 2)

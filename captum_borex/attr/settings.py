@@ -116,11 +116,11 @@ class BORExSettings:
             ``keep_baselines`` and a deletion curve on the baselines score at ``f``). The
             candidates are ``map_from``'s maps (unweighted), or with
             ``map_from=None`` and ``queries="both"`` the both, the delete and the keep
-            evidence: delete evidence ranks best where the model shrugs off a blurred input,
-            keep evidence where it shrugs off any one deleted window, and no setting knows
-            in advance which an input is. Costs ``2 * candidates * len(map_check)`` model
-            calls per input after the last round (12 by default); None (published) fuses
-            instead.
+            evidence: which ranks pixels best differs between data sets and inputs (in the
+            benchmark, delete evidence on digits, keep evidence on synthetic shapes), and
+            no setting knows in advance which an input needs. Costs ``2 * candidates *
+            len(map_check)`` model calls per input after the last round (12 by default);
+            None (published) fuses instead.
             Default: (0.25, 0.75)
 
     **The prior**

@@ -12,6 +12,7 @@ from torch import Tensor
 
 from captum_borex._checks import check_int, format_inputs
 from captum_borex._forward import check_target, target_scores
+from captum_borex._ranks import descending_ranks
 from captum_borex._state import cuda_devices, forked_rng, modules_of, preserved
 from captum_borex._substrates import Substrate, make_substrate
 from captum_borex.attr._priors import to_pixel_maps
@@ -64,9 +65,7 @@ def causal_curves(
     start, end = (x, removed) if mode == "deletion" else (removed, x)
 
     batch, n_pixels = saliency.shape
-    order = torch.argsort(saliency, dim=1, descending=True, stable=True)
-    rank = torch.empty_like(order)
-    rank.scatter_(1, order, torch.arange(n_pixels, device=x.device).expand(batch, -1))
+    rank = descending_ranks(saliency)
     counts = torch.round(torch.linspace(0, n_pixels, n_steps + 1, device=x.device)).long()
     steps_per_call = max(1, internal_batch_size // batch)
     spatial = x.shape[2:]
