@@ -460,9 +460,26 @@ BUDGET_VARIANTS: tuple[Variant, ...] = (
     Variant("Grad-CAM", "kappa 10 (the default before kappa 5)", {"kappa": 10.0}),
     Variant("Grad-CAM", "kappa 3", {"kappa": 3.0}),
     Variant("Grad-CAM", "delete queries only", {"queries": "delete"}),
-    Variant("Grad-CAM", "no map check (the previous default)", {"map_check": None}),
+    Variant("Grad-CAM", "no map check (the default before run 7)", {"map_check": None}),
     Variant("Grad-CAM", "map check of the delete and keep maps", {"map_from": ("delete", "keep")}),
     Variant("Grad-CAM", "map check at half the pixels only", {"map_check": (0.5,)}),
+    Variant(
+        "Grad-CAM",
+        "map check of both, delete and keep at 25% and 75% (the previous default)",
+        {"map_from": ("both", "delete", "keep"), "map_check": (0.25, 0.75)},
+    ),
+    Variant("Grad-CAM", "map check without the prior", {"map_from": ("both", "delete", "keep")}),
+    Variant("Grad-CAM", "map check at 25% and 75%", {"map_check": (0.25, 0.75)}),
+    Variant(
+        "Grad-CAM",
+        "map check at 10% and 50% of the delete, keep and prior maps",
+        {"map_from": ("delete", "keep", "prior"), "map_check": (0.1, 0.5)},
+    ),
+    Variant(
+        "Grad-CAM",
+        "map check at 10% and 50% of the both, delete and prior maps",
+        {"map_from": ("both", "delete", "prior"), "map_check": (0.1, 0.5)},
+    ),
 )
 
 
@@ -565,11 +582,13 @@ class Row:
     vs: Row | None = None
 
 
-def borex_iterations(budget: float, prior_calls: float, settings: BORExSettings) -> int:
-    """The most BOREx rounds whose calls (:meth:`BORExSettings.calls_per_input`) fit in
-    ``budget`` after the prior's."""
-    per_round = settings.calls_per_input(2) - settings.calls_per_input(1)
-    fixed = settings.calls_per_input(1) - per_round
+def borex_iterations(
+    budget: float, prior_calls: float, settings: BORExSettings, prior: bool = True
+) -> int:
+    """The most BOREx rounds whose calls (:meth:`BORExSettings.calls_per_input`, with or
+    without a prior) fit in ``budget`` after the prior's."""
+    per_round = settings.calls_per_input(2, prior) - settings.calls_per_input(1, prior)
+    fixed = settings.calls_per_input(1, prior) - per_round
     return max(1, int((budget - prior_calls - fixed) // per_round))
 
 
@@ -718,8 +737,8 @@ def variant_row(
     prior's calls, averaged over ``seeds``."""
     prior_maps, prior_calls = prior
     settings = variant.settings()
-    n_iter = borex_iterations(budget, prior_calls, settings)
     prior_map = None if variant.prior == "none" else prior_maps
+    n_iter = borex_iterations(budget, prior_calls, settings, prior_map is not None)
     runs = [borex(task, prior_map, seed, settings, n_iter=n_iter) for seed in seeds]
     seeded = f", {len(seeds)} seeds" if len(seeds) > 1 else ""
     name = f"BOREx[{variant.prior}] {variant.label}, {n_iter} rounds{seeded}"

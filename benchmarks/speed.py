@@ -140,7 +140,7 @@ def end_to_end_table(n_images: int) -> None:
     target = torch.randint(0, 1000, (n_images,))
     borex = BOREx(model, prior=torch.rand(n_images, SIZE, SIZE))
 
-    passes = borex.settings.calls_per_input(50)
+    passes = borex.calls_per_input(50)
 
     def model_alone() -> float:
         # The same model work as BOREx: every image `passes` times, 2N inputs a call.

@@ -373,7 +373,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--size", type=int, default=224, help="photo side in pixels")
     parser.add_argument(
-        "--n-iter", type=int, default=44, help="BOREx rounds on the photos (103 calls per photo)"
+        "--n-iter", type=int, default=42, help="BOREx rounds on the photos (103 calls per photo)"
     )
     parser.add_argument("--metric-steps", type=int, default=50, help="deletion / insertion steps")
     parser.add_argument("--epochs", type=int, default=3, help="training epochs (Lightning part)")

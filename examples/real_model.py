@@ -62,7 +62,7 @@ def main() -> None:
         return_details=True,
     )
     seconds = time.perf_counter() - started
-    calls = borex.settings.calls_per_input(args.n_iter) + 2  # and Grad-CAM's two passes
+    calls = borex.calls_per_input(args.n_iter) + 2  # and Grad-CAM's two passes
 
     # Occlusion with as many calls: windows of a quarter of the side, as many positions as fit.
     window = args.size // 4

@@ -98,7 +98,7 @@ def main() -> None:
     borex = BOREx(model, prior=prior)
     details = borex.attribute(clips, target=target, n_iter=args.n_iter, seed=0, return_details=True)
     seconds = time.perf_counter() - started
-    calls = borex.settings.calls_per_input(args.n_iter) + 2  # and Grad-CAM's two passes
+    calls = borex.calls_per_input(args.n_iter) + 2  # and Grad-CAM's two passes
     rise = RISE(model).attribute(clips, target=target, n_masks=calls, seed=0)
     print(f"Grad-CAM + BOREx: {args.n_iter} rounds, {seconds:.1f} s")
 

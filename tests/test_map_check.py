@@ -52,17 +52,32 @@ def test_the_check_picks_the_map_whose_top_holds_the_evidence():
     assert checks["b"][0] > 0.99
 
 
-def test_default_map_is_the_checked_candidate_at_the_counted_cost(cnn, shapes_val, recording):
+@pytest.mark.parametrize("with_prior", [False, True])
+def test_default_map_is_the_checked_candidate_at_the_counted_cost(
+    cnn, shapes_val, recording, with_prior
+):
     images, labels, _ = shapes_val
     x, y = images[:3], labels[:3]
     x_before = x.clone()
     model = recording(cnn)
     settings = BORExSettings()
-    assert settings.check_candidates == ("both", "delete", "keep")
-    details = BOREx(model).attribute(x, target=y, n_iter=4, seed=0, return_details=True)
+    # A prior tensor: the prior's own map is one more candidate, at no model call of its own.
+    prior = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(0))
+    borex = BOREx(model, prior if with_prior else None)
+    names = ("both", "delete", "keep", "prior")[: 4 if with_prior else 3]
+    assert settings.check_candidates(prior=with_prior) == names
+    details = borex.attribute(x, target=y, n_iter=4, seed=0, return_details=True)
     assert torch.equal(x, x_before)
-    assert model.seen == 3 * settings.calls_per_input(4)
-    assert settings.calls_per_input(4) == 2 + 4 * 2 + 2 * 3 * len(settings.map_check)
+    assert tuple(details.map_checks) == names
+    assert model.seen == 3 * borex.calls_per_input(4)
+    assert borex.calls_per_input(4) == 2 + 4 * 2 + 2 * len(names) * len(settings.map_check)
+    if with_prior:
+        # The prior's map keeps the prior's ranking, in the evidence's units.
+        prior_map = details.evidence_maps["prior"]
+        assert torch.equal(prior_map.flatten(1).argsort(1), prior.flatten(1).argsort(1))
+        torch.testing.assert_close(
+            prior_map.abs().mean((1, 2)), details.evidence_maps["both"].abs().mean((1, 2))
+        )
     # Replay each candidate's check by hand: s(top shown on the blur) - s(top deleted).
     blur = gaussian_blur(x)
     with torch.no_grad():
@@ -91,11 +106,34 @@ def test_nothing_is_checked_with_one_map_or_the_field():
         (BORExSettings(surrogate="field"), 2 + 3 * 2),
         (BORExSettings.preset("published"), 2 + 3 * 2),
     ):
-        assert settings.check_candidates == ()
-        assert settings.calls_per_input(3) == calls
+        assert settings.check_candidates() == ()
+        assert settings.calls_per_input(3) == settings.calls_per_input(3, prior=False) == calls
     two = BORExSettings(map_from=("delete", "keep"), map_check=(0.5,))
-    assert two.check_candidates == ("delete", "keep")
+    assert two.check_candidates() == ("delete", "keep")
     assert two.calls_per_input(3) == 2 + 3 * 2 + 2 * 2
+
+
+def test_the_prior_map_needs_a_prior_and_evidence_beside_it(cnn):
+    with pytest.raises(ValueError, match="names only the prior"):
+        BORExSettings(map_from="prior")
+    with pytest.raises(ValueError, match="no prior"):
+        BOREx(cnn, None, BORExSettings(map_from=("both", "prior")))
+    # The default names the prior too, and leaves it out where there is none.
+    assert "prior" in BORExSettings().map_sources
+    assert "prior" not in BORExSettings().sources(prior=False)
+    assert BOREx(cnn).calls_per_input(3) == BORExSettings().calls_per_input(3, prior=False)
+
+
+def test_the_prior_map_fuses_by_rank_without_a_check(cnn, shapes_val):
+    images, labels, _ = shapes_val
+    x, y = images[:2], labels[:2]
+    prior = torch.rand(2, 32, 32, generator=torch.Generator().manual_seed(1))
+    settings = BORExSettings(map_from={"both": 1.0, "prior": 3.0}, map_check=None)
+    details = BOREx(cnn, prior, settings).attribute(
+        x, target=y, n_iter=3, seed=0, return_details=True
+    )
+    assert set(details.evidence_maps) == {"both", "prior"} and not details.map_checks
+    assert BOREx(cnn, prior, settings).calls_per_input(3) == 2 + 3 * 2
 
 
 @pytest.mark.parametrize(

@@ -85,7 +85,8 @@ def test_options_give_finite_maps_of_the_input_shape(cnn, shapes_val, options):
 
 def test_sharp_fitted_prior_keeps_a_detailed_prior(cnn, shapes_val):
     """With the improved options a pixel-sharp prior keeps its detail: the refined map is
-    far closer to the prior than the published (box-averaged) map is."""
+    far closer to the prior than the published (box-averaged) map is (the GP's own maps:
+    without the map check, which may keep the prior's map itself)."""
     images, labels, _ = shapes_val
     x, y = images[:4], labels[:4]
     prior = Saliency(cnn).attribute(x, target=y).sum(1)
@@ -95,8 +96,10 @@ def test_sharp_fitted_prior_keeps_a_detailed_prior(cnn, shapes_val):
         b = prior.flatten(1) - prior.flatten(1).mean(1, keepdim=True)
         return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1))
 
-    improved = borex_with(cnn, prior, **IMPROVED).attribute(x, target=y, n_iter=8, seed=0)
-    published = borex_with(cnn, prior, **PUBLISHED).attribute(x, target=y, n_iter=8, seed=0)
+    improved = borex_with(cnn, prior, map_check=None, **IMPROVED)
+    published = borex_with(cnn, prior, map_check=None, **PUBLISHED)
+    improved = improved.attribute(x, target=y, n_iter=8, seed=0)
+    published = published.attribute(x, target=y, n_iter=8, seed=0)
     improved, published = correlation(improved), correlation(published)
     assert (improved > published).all(), (improved, published)
     assert improved.mean() > 0.5
@@ -345,7 +348,8 @@ def test_fitted_prior_does_not_spoil_a_sparse_strong_prior(cnn, shapes_val):
         return deletion_auc(cnn, x, maps, target=y, n_steps=32).mean().item()
 
     improved = BOREx(cnn, prior=prior).attribute(x, target=y, n_iter=20, seed=0)
-    published = borex_with(cnn, prior, **PUBLISHED).attribute(x, target=y, n_iter=20, seed=0)
+    published = borex_with(cnn, prior, map_check=None, **PUBLISHED)
+    published = published.attribute(x, target=y, n_iter=20, seed=0)
     assert deletion(improved) <= deletion(prior) + 0.02
     assert deletion(published) > deletion(prior) + 0.1
 

@@ -73,4 +73,4 @@ def test_quickstart_runs_and_warns_nothing(tmp_path: Path) -> None:
     # BOREx's calls include its prior's (Grad-CAM: one backward pass).
     borex_calls = BORExSettings().calls_per_input(3) + 1
     assert f"BOREx, 3 rounds: {borex_calls} model calls per image" in done.stdout
-    assert "Occlusion, window 24, stride 24: 17 model calls per image" in done.stdout
+    assert "Occlusion, window 24, stride 18: 26 model calls per image" in done.stdout

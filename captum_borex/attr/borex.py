@@ -67,7 +67,8 @@ class BORExDetails:
         seconds: Wall time of the run spent in the objective (perturbing inputs and the
             model calls) and in the optimiser (everything else), for profiling.
         evidence_maps: ``(N, *spatial)`` map of each kind of evidence the map is built
-            from or chosen among (``settings.map_sources``), by name, in the units of the
+            from or chosen among (``settings.map_sources``; "prior" is the prior's own map,
+            rescaled to the evidence's mean absolute value), by name, in the units of the
             map: reweight them with :func:`~captum_borex.attr.rank_fusion` at no model
             call.
         gp_map: ``(N, *spatial)`` the model's own map: the field itself, or the window GP's
@@ -76,7 +77,7 @@ class BORExDetails:
             probability: for experts.
         settings: The :class:`BORExSettings` of the run.
         map_checks: ``(N,)`` each candidate's check by name, when ``settings.map_check``
-            chose the map among several (``settings.check_candidates``): the mean over the
+            chose the map among several (``settings.check_candidates()``): the mean over the
             fractions of ``s(its top shown alone) - s(its top deleted)``; each input's map
             is the candidate with the highest. Empty otherwise.
     """
@@ -135,8 +136,9 @@ class BOREx(PerturbationAttribution):
     - ``"windows"`` (both presets): a GP over the windows ``(r, c, l)`` themselves, queried
       by UCB, ``mu + kappa * sigma``; a map is the posterior mean averaged over every
       window covering each pixel, over all sizes. The default builds one such map from each
-      kind of evidence the queries observe and keeps, per input, the one whose top pixels
-      best separate the target when shown alone and when deleted (``settings.map_check``).
+      kind of evidence the queries observe and keeps, per input, the one -- or the prior's
+      own map -- whose top pixels best separate the target when shown alone and when
+      deleted (``settings.map_check``).
     - ``"field"``: the input is cut into cells, each holding its contribution to the
       target's probability, and a query observes the sum over the cells its window covers;
       the prior map, scaled and shifted to fit, is the field's prior mean with a smooth
@@ -150,8 +152,9 @@ class BOREx(PerturbationAttribution):
     mean of what the window adds to the probability when shown alone (on
     ``settings.keep_baselines``) and what it takes away when deleted: 0 for a window that
     does neither; the default's map check may pick, per input, the delete evidence (what
-    the window takes away when deleted) or the keep evidence (what it adds when shown alone)
-    instead, in the same units (``BORExDetails.map_checks`` says which scored highest).
+    the window takes away when deleted), the keep evidence (what it adds when shown alone)
+    or the prior's own map instead, in the same units (the prior rescaled to the evidence's
+    mean absolute value; ``BORExDetails.map_checks`` says which scored highest).
     With ``"field"`` a pixel's value is its share instead: the map summed over
     a region estimates what the region adds, and over the whole input about ``s(input) -
     s(keep baseline)``. Captum's ``visualize_image_attr`` reads either as is
@@ -203,14 +206,39 @@ class BOREx(PerturbationAttribution):
                 "prior must be a Captum attribution, a tensor, a callable or None, "
                 f"got {type(prior).__name__}"
             )
+        resolved = resolve_settings(settings)
+        if prior is None and resolved.map_from is not None and "prior" in resolved.map_sources:
+            raise ValueError(
+                f"settings.map_from={resolved.map_from!r} names 'prior', but this BOREx has "
+                "no prior: pass prior=... (e.g. LayerGradCam(model, layer)) or drop 'prior' "
+                "from map_from"
+            )
         super().__init__(forward_func)
         self.prior = prior
-        self._settings = resolve_settings(settings)
+        self._settings = resolved
 
     @property
     def settings(self) -> BORExSettings:
         """The algorithm's settings (read-only: build another BOREx to change them)."""
         return self._settings
+
+    def calls_per_input(self, n_iter: int) -> int:
+        """Model evaluations ``attribute`` makes per input for ``n_iter`` rounds, the
+        prior's own not included (:meth:`BORExSettings.calls_per_input`, knowing whether
+        this BOREx has a prior).
+
+        Args:
+            n_iter: BO rounds, as given to ``attribute``.
+
+        Returns:
+            Model evaluations per input (a clip's pass counts as one).
+
+        Examples::
+
+            >>> BOREx(model, prior=LayerGradCam(model, model.features[-1])).calls_per_input(40)
+            98
+        """
+        return self._settings.calls_per_input(n_iter, prior=self.prior is not None)
 
     @classmethod
     def get_name(cls) -> str:
@@ -258,8 +286,9 @@ class BOREx(PerturbationAttribution):
             n_iter: Number of BO rounds; each costs ``settings.windows_per_step`` windows
                 per input, two model evaluations a window (one with ``queries="delete"``
                 or ``"keep"``), plus two passes per input before the first round and the
-                map check's after the last (``settings.calls_per_input(n_iter)`` counts
-                them all: 2 * n_iter + 14 with the default settings). Default: 50
+                map check's after the last (:meth:`calls_per_input` counts them all:
+                2 * n_iter + 18 with the default settings and a prior, 2 * n_iter + 14
+                without one). Default: 50
             window_sizes: Window half-sizes in pixels. None scales the published
                 (30, 45, 60, 75) for 224-pixel images to ``min(H, W)``. Default: None
             prior_kwargs: Keyword arguments for the prior's ``attribute`` (or callable),
@@ -383,7 +412,7 @@ class BOREx(PerturbationAttribution):
             settings.queries,
             input_scores,
             keep_scores,
-            tuple(s for s in settings.map_sources if s != settings.queries),
+            tuple(s for s in settings.observed_sources if s != settings.queries),
             linear=settings.surrogate == "field",
         )
 
@@ -433,18 +462,21 @@ class BOREx(PerturbationAttribution):
     ) -> Tensor | tuple[Tensor, ...] | BORExDetails:
         """The map in changes of probability, shaped like the inputs (or the details)."""
         settings = self.settings
+        sources = settings.sources(self.prior is not None)
         x = call.inputs
         if isinstance(result, FieldResult):
             evidence = {settings.queries: result.map.to(x.dtype)}
             gp_map, std_map, lengthscale = result.map, result.std_map, result.hyperparameters
         else:
             evidence = _window_evidence(objective, result, settings)
+            if "prior" in sources:
+                evidence["prior"] = _in_units_of(prior, evidence[settings.observed_sources[0]])
             gp_map, std_map, lengthscale = result.mean_map, result.std_map, result.lengthscale
         checks: dict[str, Tensor] = {}
-        if settings.check_candidates:
+        if settings.check_candidates(self.prior is not None):
             maps, checks = checked_map(objective, evidence, cast(tuple, settings.map_check))
         else:
-            maps = fused_map(evidence, settings.map_sources)
+            maps = fused_map(evidence, sources)
         maps = maps.unsqueeze(1).expand_as(x).contiguous()
         attributions = (maps,) if call.is_tuple else maps
         if not return_details:
@@ -476,8 +508,15 @@ def _window_evidence(
         name: objective.probability_change(
             name, result.size_maps if name == settings.queries else next(extras)
         ).to(objective.inputs.dtype)
-        for name in settings.map_sources
+        for name in settings.observed_sources
     }
+
+
+def _in_units_of(prior: Tensor, maps: Tensor) -> Tensor:
+    """``prior`` rescaled, map by map, to the mean absolute value of ``maps``."""
+    dims = tuple(range(1, maps.dim()))
+    scale = maps.abs().mean(dims, keepdim=True) / prior.abs().mean(dims, keepdim=True)
+    return (prior * scale.nan_to_num(0.0, 0.0, 0.0)).to(maps.dtype)
 
 
 def optimiser_settings(

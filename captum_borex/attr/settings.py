@@ -25,6 +25,8 @@ from captum_borex.attr._priors import REDUCTIONS, ChannelReduction
 
 #: What a window query evaluates (see :attr:`BORExSettings.queries`).
 QUERIES = ("both", "delete", "keep")
+#: What ``map_from`` can name: the evidence the queries observe, or the prior's own map.
+MAP_NAMES = (*QUERIES, "prior")
 #: The perturbed inputs each kind of evidence needs: deleted and / or kept windows.
 NEEDS = {"both": {"delete", "keep"}, "delete": {"delete"}, "keep": {"keep"}}
 #: The models of what the queries observe (see :attr:`BORExSettings.surrogate`).
@@ -103,25 +105,32 @@ class BORExSettings:
             :func:`~captum_borex.metrics.insertion_auc` takes it -- "blur", "mean",
             "zeros", a number or a callable ``inputs -> tensor`` (in the model's input
             space). Default: "blur" (published: None)
-        map_from: *windows*: which evidence the map is built from: None for ``queries``' own
-            (published), or one or several of "both", "delete" and "keep" that the queries
-            observe, fused by weighted mean rank (:func:`~captum_borex.attr.rank_fusion`);
-            a mapping gives the weights. Stored as a tuple of ``(name, weight)`` pairs.
-            Default: None
+        map_from: *windows*: which maps the map is built from: None for the default's
+            (below), or one or several of "both", "delete" and "keep" that the queries
+            observe and "prior", the prior's own map (in the evidence's units; it needs a
+            prior and at least one evidence beside it), fused by weighted mean rank
+            (:func:`~captum_borex.attr.rank_fusion`) or chosen among by ``map_check``; a
+            mapping gives the weights. Stored as a tuple of ``(name, weight)`` pairs.
+            Default: None (with a map check and ``queries="both"``: both, delete, keep and
+            prior -- the prior left out where BOREx has none; else ``queries``' own evidence,
+            as published)
         map_check: *windows*: choose each input's map by checking it, at these fractions
             of the pixels, instead of fusing: each candidate map's top fraction ``f`` is
             shown alone (on ``keep_baselines``) and deleted (set to the baselines), and the
             candidate whose ``s(shown) - s(deleted)``, averaged over the fractions, is
             highest becomes the map (these are the inputs an insertion curve on
-            ``keep_baselines`` and a deletion curve on the baselines score at ``f``). The
-            candidates are ``map_from``'s maps (unweighted), or with
-            ``map_from=None`` and ``queries="both"`` the both, the delete and the keep
-            evidence: which ranks pixels best differs between data sets and inputs (in the
-            benchmark, delete evidence on digits, keep evidence on synthetic shapes), and
-            no setting knows in advance which an input needs. Costs ``2 * candidates *
-            len(map_check)`` model calls per input after the last round (12 by default);
-            None (published) fuses instead.
-            Default: (0.25, 0.75)
+            ``keep_baselines`` and a deletion curve on the baselines score at ``f``; both
+            curves weigh their start most, and 10% and 50% beat 25% and 75% in the
+            benchmark). The candidates are
+            ``map_from``'s maps (unweighted), by default the both, the delete and the keep
+            evidence and the prior's own map: which ranks pixels best differs between data
+            sets and inputs (in the benchmark, delete evidence on digits, keep evidence on
+            synthetic shapes, often Grad-CAM itself on photos at 224 px), and no setting
+            knows in advance which an input needs; with the prior among them, an input
+            keeps the prior's map where its top separates the target best. Costs ``2 * candidates *
+            len(map_check)`` model calls per input after the last round (16 by default with
+            a prior, 12 without); None (published) fuses instead.
+            Default: (0.1, 0.5)
 
     **The prior**
 
@@ -196,7 +205,7 @@ class BORExSettings:
     apply_softmax: bool = True
     keep_baselines: KeepBaselines = "blur"
     map_from: MapFrom = None
-    map_check: tuple[float, ...] | None = (0.25, 0.75)
+    map_check: tuple[float, ...] | None = (0.1, 0.5)
     prior_scale: float = 0.1
     prior_reduction: ChannelReduction = "sum"
     prior_mean: Literal["center", "window"] = "center"
@@ -266,31 +275,45 @@ class BORExSettings:
 
     @property
     def map_sources(self) -> dict[str, float]:
-        """The evidence the map is built from (or chosen among, see :attr:`map_check`),
-        with its weight."""
+        """The maps the map is built from (or chosen among, see :attr:`map_check`), by
+        name, with their weights: ``map_from``'s; by default (``queries="both"`` with a map
+        check) the both, the delete and the keep evidence and the prior's own map, which a
+        BOREx without a prior leaves out (:meth:`sources`); else the queries' own evidence."""
         if self.map_from is not None:
             return dict(self.map_from)
         if self.surrogate == "windows" and self.map_check is not None and self.queries == "both":
-            return {"both": 1.0, "delete": 1.0, "keep": 1.0}
+            return {"both": 1.0, "delete": 1.0, "keep": 1.0, "prior": 1.0}
         return {self.queries: 1.0}
 
+    def sources(self, prior: bool = True) -> dict[str, float]:
+        """:attr:`map_sources` of a BOREx with (``prior=True``) or without a prior: without
+        one there is no "prior" map. Default: with a prior."""
+        return {name: w for name, w in self.map_sources.items() if prior or name != "prior"}
+
     @property
-    def check_candidates(self) -> tuple[str, ...]:
-        """The evidence maps :attr:`map_check` chooses among per input; empty when nothing
-        is checked (one map, the field, or ``map_check=None``)."""
-        sources = tuple(self.map_sources)
+    def observed_sources(self) -> tuple[str, ...]:
+        """The evidence in :attr:`map_sources` the queries observe (all but "prior")."""
+        return tuple(name for name in self.map_sources if name != "prior")
+
+    def check_candidates(self, prior: bool = True) -> tuple[str, ...]:
+        """The maps :attr:`map_check` chooses among per input, for a BOREx with (``prior=
+        True``, the default) or without a prior; empty when nothing is checked (one map,
+        the field, or ``map_check=None``)."""
+        sources = tuple(self.sources(prior))
         if self.surrogate != "windows" or self.map_check is None or len(sources) < 2:
             return ()
         return sources
 
-    def calls_per_input(self, n_iter: int) -> int:
-        """Model evaluations BOREx makes per input for ``n_iter`` rounds, the prior's not
-        included: the target check, the keep baselines' score (unless ``queries="delete"``),
-        each round's windows (two evaluations a window with ``queries="both"``) and the map
-        check.
+    def calls_per_input(self, n_iter: int, prior: bool = True) -> int:
+        """Model evaluations BOREx makes per input for ``n_iter`` rounds, the prior's own
+        not included: the target check, the keep baselines' score (unless
+        ``queries="delete"``), each round's windows (two evaluations a window with
+        ``queries="both"``) and the map check (:meth:`check_candidates`).
 
         Args:
             n_iter: BO rounds, as given to ``attribute``.
+            prior: Whether the BOREx has a prior (the default map check also checks the
+                prior's own map). Default: True
 
         Returns:
             Model evaluations per input (a clip's pass counts as one).
@@ -301,12 +324,14 @@ class BORExSettings:
         Examples::
 
             >>> BORExSettings().calls_per_input(n_iter=40)
+            98
+            >>> BORExSettings().calls_per_input(n_iter=40, prior=False)
             94
         """
         check_int(n_iter, "n_iter")
         before = 1 if self.queries == "delete" else 2
         per_window = 2 if self.queries == "both" else 1
-        checks = 2 * len(self.check_candidates) * len(self.map_check or ())
+        checks = 2 * len(self.check_candidates(prior)) * len(self.map_check or ())
         return before + n_iter * self.windows_per_step * per_window + checks
 
 
@@ -462,9 +487,14 @@ def _map_from_pairs(map_from: Any, queries: str) -> tuple[tuple[str, float], ...
     checked = tuple((n, check_positive(w, f"map_from[{n!r}]")) for n, w in pairs)
     if not checked or len({n for n, _ in checked}) != len(checked):
         raise ValueError(f"map_from must name each evidence once, got {map_from!r}")
+    if all(name == "prior" for name, _ in checked):
+        raise ValueError(
+            f"map_from={map_from!r} names only the prior: name the evidence to refine it "
+            'with too, e.g. map_from=("both", "prior")'
+        )
     for name, _ in checked:
-        check_choice(name, "map_from", QUERIES)
-        if not NEEDS[name] <= NEEDS[queries]:
+        check_choice(name, "map_from", MAP_NAMES)
+        if name != "prior" and not NEEDS[name] <= NEEDS[queries]:
             raise ValueError(
                 f"map_from={name!r} needs {' and '.join(sorted(NEEDS[name]))} queries, but "
                 f"queries={queries!r} makes only {' and '.join(sorted(NEEDS[queries]))} queries"
