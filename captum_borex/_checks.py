@@ -108,6 +108,13 @@ def check_int(value: Any, name: str, minimum: int = 1) -> int:
     return value
 
 
+def check_bool(value: Any, name: str, meaning: str) -> bool:
+    """``value`` if it is True or False, else a TypeError saying what ``name`` means."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False ({meaning}), got {type(value).__name__}")
+    return value
+
+
 def check_positive(value: Any, name: str) -> float:
     """``value`` as a float if it is a positive finite number, else a clear error."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):

@@ -122,6 +122,8 @@ def test_the_prior_map_needs_a_prior_and_evidence_beside_it(cnn):
     assert "prior" in BORExSettings().map_sources
     assert "prior" not in BORExSettings().sources(prior=False)
     assert BOREx(cnn).calls_per_input(3) == BORExSettings().calls_per_input(3, prior=False)
+    with pytest.raises(TypeError, match="prior must be True or False"):
+        BORExSettings().calls_per_input(3, prior=None)
 
 
 def test_the_prior_map_fuses_by_rank_without_a_check(cnn, shapes_val):

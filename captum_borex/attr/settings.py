@@ -15,6 +15,7 @@ from typing import Any, Literal
 from torch import Tensor
 
 from captum_borex._checks import (
+    check_bool,
     check_choice,
     check_finite_number,
     check_int,
@@ -287,7 +288,12 @@ class BORExSettings:
 
     def sources(self, prior: bool = True) -> dict[str, float]:
         """:attr:`map_sources` of a BOREx with (``prior=True``) or without a prior: without
-        one there is no "prior" map. Default: with a prior."""
+        one there is no "prior" map. Default: with a prior.
+
+        Raises:
+            TypeError: ``prior`` not True or False.
+        """
+        check_bool(prior, "prior", "whether BOREx has a prior")
         return {name: w for name, w in self.map_sources.items() if prior or name != "prior"}
 
     @property
@@ -319,7 +325,8 @@ class BORExSettings:
             Model evaluations per input (a clip's pass counts as one).
 
         Raises:
-            TypeError / ValueError: ``n_iter`` not an int >= 1.
+            TypeError / ValueError: ``n_iter`` not an int >= 1, or ``prior`` not True or
+                False.
 
         Examples::
 
