@@ -122,13 +122,13 @@ class BORExSettings:
             highest becomes the map (these are the inputs an insertion curve on
             ``keep_baselines`` and a deletion curve on the baselines score at ``f``; both
             curves weigh their start most, and 10% and 50% beat 25% and 75% in the
-            benchmark). The candidates are
-            ``map_from``'s maps (unweighted), by default the both, the delete and the keep
-            evidence and the prior's own map: which ranks pixels best differs between data
-            sets and inputs (in the benchmark, delete evidence on digits, keep evidence on
-            synthetic shapes, often Grad-CAM itself on photos at 224 px), and no setting
-            knows in advance which an input needs; with the prior among them, an input
-            keeps the prior's map where its top separates the target best. Costs ``2 * candidates *
+            benchmark). The candidates are ``map_from``'s maps (unweighted), by default the
+            both, the delete and the keep evidence and the prior's own map: which ranks
+            pixels best differs between data sets and inputs (in the benchmark, delete
+            evidence on digits, keep evidence on synthetic shapes; on photos at 224 px
+            Grad-CAM alone deletes better than any refined map), and no setting knows in
+            advance which an input needs; with the prior among them, an input keeps the
+            prior's map where its top separates the target best. Costs ``2 * candidates *
             len(map_check)`` model calls per input after the last round (16 by default with
             a prior, 12 without); None (published) fuses instead.
             Default: (0.1, 0.5)
