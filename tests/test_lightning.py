@@ -368,6 +368,21 @@ def test_predict_resume_recomputes_only_the_missing_shard(
         predict(out, n_iter=5)
 
 
+def test_a_directory_written_before_the_map_sources_were_recorded_is_refused(
+    tmp_path: Path,
+) -> None:
+    from captum_borex.lightning.writer import _mismatch
+
+    writer = ExplanationWriter(tmp_path / "out", prior=gradcam)
+    now = {**writer.recorded_settings(), "model_weights": "w", "prior_attribution": None}
+    assert now["map_sources"] == {"both": 1.0, "delete": 1.0, "keep": 1.0, "prior": 1.0}
+    without_prior = ExplanationWriter(tmp_path / "out").recorded_settings()
+    assert "prior" not in without_prior["map_sources"]
+    before = {k: v for k, v in now.items() if k != "map_sources"}
+    assert "map_sources" in _mismatch(before, now)
+    assert _mismatch(now, now) == ""
+
+
 # Arguments
 
 

@@ -166,6 +166,9 @@ class ExplanationWriter(*WRITER_BASES):  # type: ignore[misc]
             "target": self.target,
             "prior": None if self.prior is None else callable_identity(self.prior, self.prior_name),
             "borex_settings": _jsonable(dataclasses.asdict(self.borex_settings)),
+            # What the settings build the map from (their meaning can change between
+            # versions while the settings' values stay the same).
+            "map_sources": _jsonable(self.borex_settings.sources(self.prior is not None)),
             "options": _jsonable(self.options.as_kwargs()),
         }
 
