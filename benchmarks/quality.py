@@ -8,9 +8,10 @@ Occlusion when every method gets the same number of model calls?
     python benchmarks/quality.py --data clips   # 8 real clips
     python benchmarks/quality.py --data digits --seeds 1  # one seed instead of 3
 
-Timings before the equal-budget rows ran several Occlusions and 3 seeds: shapes and digits
-about 11 minutes on 2 cores, photos about 1 minute on an H100 (about 2.5 hours on a 2-core
-CPU: run it with ``--device cuda``), clips about 17 minutes on 2 shared cores.
+Timings of ``--budget-only --seeds 3`` with four ablations (run 9): shapes and digits 15
+minutes on a 2-core CPU; on an H200 with 4 threads, the 72 photos about 2 minutes at 128 px
+and 2.5 at 224 px, the clips 1 minute (run the photos with ``--device cuda``: on a 2-core
+CPU they take hours; ``--photo-crops 1`` keeps 18).
 
 Four data sets (the first three by default):
 
