@@ -412,7 +412,7 @@ class BOREx(PerturbationAttribution):
             settings.queries,
             input_scores,
             keep_scores,
-            tuple(s for s in settings.observed_sources if s != settings.queries),
+            tuple(s for s in settings.sources(prior=False) if s != settings.queries),
             linear=settings.surrogate == "field",
         )
 
@@ -470,7 +470,7 @@ class BOREx(PerturbationAttribution):
         else:
             evidence = _window_evidence(objective, result, settings)
             if "prior" in sources:
-                evidence["prior"] = _in_units_of(prior, evidence[settings.observed_sources[0]])
+                evidence["prior"] = _in_units_of(prior, next(iter(evidence.values())))
             gp_map, std_map, lengthscale = result.mean_map, result.std_map, result.lengthscale
         checks: dict[str, Tensor] = {}
         if settings.check_candidates(self.prior is not None):
@@ -508,7 +508,7 @@ def _window_evidence(
         name: objective.probability_change(
             name, result.size_maps if name == settings.queries else next(extras)
         ).to(objective.inputs.dtype)
-        for name in settings.observed_sources
+        for name in settings.sources(prior=False)
     }
 
 

@@ -288,18 +288,14 @@ class BORExSettings:
 
     def sources(self, prior: bool = True) -> dict[str, float]:
         """:attr:`map_sources` of a BOREx with (``prior=True``) or without a prior: without
-        one there is no "prior" map. Default: with a prior.
+        one there is no "prior" map, and what remains is the evidence the queries observe.
+        Default: with a prior.
 
         Raises:
             TypeError: ``prior`` not True or False.
         """
         check_bool(prior, "prior", "whether BOREx has a prior")
         return {name: w for name, w in self.map_sources.items() if prior or name != "prior"}
-
-    @property
-    def observed_sources(self) -> tuple[str, ...]:
-        """The evidence in :attr:`map_sources` the queries observe (all but "prior")."""
-        return tuple(name for name in self.map_sources if name != "prior")
 
     def check_candidates(self, prior: bool = True) -> tuple[str, ...]:
         """The maps :attr:`map_check` chooses among per input, for a BOREx with (``prior=
