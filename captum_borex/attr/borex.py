@@ -514,9 +514,8 @@ def _window_evidence(
 
 def _in_units_of(prior: Tensor, maps: Tensor) -> Tensor:
     """``prior`` rescaled, map by map, to the mean absolute value of ``maps``."""
-    dims = tuple(range(1, maps.dim()))
-    scale = maps.abs().mean(dims, keepdim=True) / prior.abs().mean(dims, keepdim=True)
-    return (prior * scale.nan_to_num(0.0, 0.0, 0.0)).to(maps.dtype)
+    mean_abs = maps.abs().mean(tuple(range(1, maps.dim())), keepdim=True)
+    return (normalise_prior(prior, 1.0) * mean_abs).to(maps.dtype)
 
 
 def optimiser_settings(
