@@ -7,6 +7,7 @@ Occlusion when every method gets the same number of model calls?
     python benchmarks/quality.py --data photos --budget-only  # equal-budget rows only
     python benchmarks/quality.py --data clips   # 8 real clips
     python benchmarks/quality.py --data digits --seeds 1  # one seed instead of 3
+    python benchmarks/quality.py --data photos --budget-only --budgets 26  # the 26-call rows
 
 Timings of ``--budget-only --seeds 3`` with four ablations (run 9): shapes and digits 15
 minutes on a 2-core CPU; on an H200 with 4 threads, the 72 photos about 2 minutes at 128 px
@@ -33,9 +34,10 @@ Four data sets (the first three by default):
   half, then the second); CAMERAS (images only) is left out; smaller sizes
   (:data:`CLIP_SIZES`) keep the run short. Skipped with a note when the extra is missing.
 
-Equal budget: at 26, 50 and 101 model calls per image (``Config.budgets``; clips one budget,
-:data:`CLIP_SIZES`), everything counted, BOREx's variants (:data:`BUDGET_VARIANTS`, the
-default preset over Grad-CAM first) run as many rounds as fit after their prior's calls,
+Equal budget: at 26, 50 and 101 model calls per image (``Config.budgets``, ``--budgets``;
+clips one budget, :data:`CLIP_SIZES`), everything counted, BOREx's variants
+(:data:`BUDGET_VARIANTS`, the default preset over Grad-CAM first; a variant may also change
+the window sizes) run as many rounds as fit after their prior's calls,
 averaged over ``--seeds`` seeds (3; 1 with ``--quick``); Occlusion runs with every square
 window and stride of a small family (:func:`occlusion_family`) that fits, the few with the
 most calls, and RISE with one mask fewer than the budget (it checks the target once more),
@@ -81,6 +83,7 @@ from _table import machine, print_table  # noqa: E402
 
 from captum_borex import CAMERAS, RISE, BOREx, BORExSettings  # noqa: E402
 from captum_borex.attr._priors import to_pixel_maps  # noqa: E402
+from captum_borex.attr._window_args import REFERENCE_SIZE  # noqa: E402
 from captum_borex.metrics import (  # noqa: E402
     deletion_auc,
     insertion_auc,
@@ -431,9 +434,18 @@ class Variant:
     prior: str
     label: str
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: Window half-sizes in pixels of a 224-pixel image, scaled to the task's side like
+    #: BOREx's own (``window_sizes``); None: BOREx's default.
+    half_sizes: tuple[int, ...] | None = None
 
     def settings(self) -> BORExSettings:
         return BORExSettings.preset("default").replace(**self.options)
+
+    def window_sizes(self, side: int) -> list[int] | None:
+        """``half_sizes`` scaled to an input of ``side`` pixels (the shorter one)."""
+        if self.half_sizes is None:
+            return None
+        return sorted({max(1, round(h * side / REFERENCE_SIZE)) for h in self.half_sizes})
 
 
 #: The equal-budget variants of BOREx. The first is the verdict's row (the default preset over
@@ -481,6 +493,14 @@ BUDGET_VARIANTS: tuple[Variant, ...] = (
         "map check at 10% and 50% of the both, delete and prior maps",
         {"map_from": ("both", "delete", "prior"), "map_check": (0.1, 0.5)},
     ),
+    Variant("Grad-CAM", "smoothed prior map", {"map_prior": "smoothed"}),
+    Variant(
+        "Grad-CAM",
+        "smoothed prior map, windows one size up",
+        {"map_prior": "smoothed"},
+        half_sizes=(45, 60, 75, 90),
+    ),
+    Variant("Grad-CAM", "windows one size up", half_sizes=(45, 60, 75, 90)),
 )
 
 
@@ -740,7 +760,10 @@ def variant_row(
     settings = variant.settings()
     prior_map = None if variant.prior == "none" else prior_maps
     n_iter = borex_iterations(budget, prior_calls, settings, prior_map is not None)
-    runs = [borex(task, prior_map, seed, settings, n_iter=n_iter) for seed in seeds]
+    sizes = variant.window_sizes(task.side)
+    runs = [
+        borex(task, prior_map, seed, settings, n_iter=n_iter, window_sizes=sizes) for seed in seeds
+    ]
     seeded = f", {len(seeds)} seeds" if len(seeds) > 1 else ""
     name = f"BOREx[{variant.prior}] {variant.label}, {n_iter} rounds{seeded}"
     return measured.seeded_row(name, "budget", [(m, c + prior_calls) for m, c in runs])
@@ -1108,7 +1131,19 @@ def parse_args() -> argparse.Namespace:
         help="seeds the equal-budget BOREx and RISE rows average over, per image "
         "(default: 3, 1 with --quick)",
     )
+    parser.add_argument(
+        "--budgets",
+        type=int,
+        nargs="+",
+        default=None,
+        help="model calls per image of the equal-budget rows (default: 26 50 101; clips 101)",
+    )
     args = parser.parse_args()
+    if args.budgets is not None and min(args.budgets) < 26:
+        parser.error(
+            f"--budgets must each be at least 26 (the default's calls for a few rounds after "
+            f"its prior), got {min(args.budgets)}"
+        )
     if args.seeds is not None and args.seeds < 1:
         parser.error(f"--seeds must be at least 1, got {args.seeds}")
     if args.photo_cam_block is not None and not 0 <= args.photo_cam_block <= 15:
@@ -1126,6 +1161,7 @@ def configured(args: argparse.Namespace) -> Config:
         prior_rows=not args.budget_only,
         seeds=args.seeds or cfg.seeds,
         n_images=args.images or cfg.n_images,
+        budgets=tuple(sorted(set(args.budgets))) if args.budgets else cfg.budgets,
     )
 
 
@@ -1198,9 +1234,11 @@ def main() -> None:
     for name in args.data:
         t0 = time.perf_counter()
         task_cfg = sized_for(cfg, name, args.quick)
-        # After the clips' own sizes, which would otherwise override the choice.
+        # After the clips' own sizes, which would otherwise override the choices.
         if args.variants:
             task_cfg = dataclasses.replace(task_cfg, budget_variants=tuple(args.variants))
+        if args.budgets:
+            task_cfg = dataclasses.replace(task_cfg, budgets=cfg.budgets)
         task = load_task(name, task_cfg, args.photo_cam_block)
         if task is None:
             continue

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "benchmarks"))
@@ -71,3 +72,18 @@ def test_the_prior_check_reads_the_pointing_game_where_there_are_masks() -> None
     rows = budget_rows(no_masks, row("Grad-CAM", BASE_DEL, BASE_INS))
     assert quality.prior_measures(no_masks) == ("deletion", "insertion")
     assert not quality.worse_than_prior(rows)
+
+
+def test_budgets_and_variant_window_sizes_from_the_command_line(monkeypatch) -> None:
+    monkeypatch.setattr(sys, "argv", ["quality.py", "--budgets", "50", "26", "50"])
+    assert quality.configured(quality.parse_args()).budgets == (26, 50)
+    monkeypatch.setattr(sys, "argv", ["quality.py"])
+    assert quality.configured(quality.parse_args()).budgets == quality.FULL.budgets
+    monkeypatch.setattr(sys, "argv", ["quality.py", "--budgets", "12"])
+    with pytest.raises(SystemExit) as exit_:
+        quality.parse_args()
+    assert exit_.value.code == 2
+    up = quality.Variant("Grad-CAM", "up", half_sizes=(45, 60, 75, 90))
+    assert up.window_sizes(224) == [45, 60, 75, 90]
+    assert up.window_sizes(32) == [6, 9, 11, 13]
+    assert quality.Variant("Grad-CAM", "default").window_sizes(128) is None
