@@ -83,7 +83,7 @@ from _table import machine, print_table  # noqa: E402
 
 from captum_borex import CAMERAS, RISE, BOREx, BORExSettings  # noqa: E402
 from captum_borex.attr._priors import to_pixel_maps  # noqa: E402
-from captum_borex.attr._window_args import REFERENCE_SIZE  # noqa: E402
+from captum_borex.attr._window_args import REFERENCE_SIZE, half_sizes  # noqa: E402
 from captum_borex.metrics import (  # noqa: E402
     deletion_auc,
     insertion_auc,
@@ -445,7 +445,8 @@ class Variant:
         """``half_sizes`` scaled to an input of ``side`` pixels (the shorter one)."""
         if self.half_sizes is None:
             return None
-        return sorted({max(1, round(h * side / REFERENCE_SIZE)) for h in self.half_sizes})
+        scaled = [h * side / REFERENCE_SIZE for h in self.half_sizes]
+        return list(half_sizes(None, "half_sizes", scaled, side, "pixels"))
 
 
 #: The equal-budget variants of BOREx. The first is the verdict's row (the default preset over

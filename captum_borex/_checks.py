@@ -108,10 +108,12 @@ def check_int(value: Any, name: str, minimum: int = 1) -> int:
     return value
 
 
-def check_bool(value: Any, name: str, meaning: str) -> bool:
-    """``value`` if it is True or False, else a TypeError saying what ``name`` means."""
+def check_bool(value: Any, name: str, meaning: str = "") -> bool:
+    """``value`` if it is True or False, else a TypeError naming ``name`` (and saying what it
+    means, when given) and the value it got."""
     if not isinstance(value, bool):
-        raise TypeError(f"{name} must be True or False ({meaning}), got {type(value).__name__}")
+        said = f" ({meaning})" if meaning else ""
+        raise TypeError(f"{name} must be True or False{said}, got {value!r}")
     return value
 
 

@@ -366,7 +366,7 @@ def _check_surrogate_reads(s: BORExSettings) -> None:
 
 def _check_query_settings(s: BORExSettings) -> dict[str, Any]:
     check_choice(s.queries, "queries", QUERIES)
-    _check_bool(s.apply_softmax, "apply_softmax")
+    check_bool(s.apply_softmax, "apply_softmax")
     keep = s.keep_baselines
     if isinstance(keep, bool) or not (
         keep is None or isinstance(keep, (str, int, float)) or callable(keep)
@@ -425,8 +425,8 @@ def _check_prior_settings(s: BORExSettings) -> dict[str, Any]:
 def _check_search_settings(s: BORExSettings) -> dict[str, Any]:
     check_int(s.windows_per_step, "windows_per_step")
     check_int(s.refit_every, "refit_every")
-    _check_bool(s.warm_start, "warm_start")
-    _check_bool(s.exact_map, "exact_map")
+    check_bool(s.warm_start, "warm_start")
+    check_bool(s.exact_map, "exact_map")
     bounds = _numbers(s.lengthscale_bounds, "lengthscale_bounds", check_positive)
     if bounds is None or len(bounds) != 2 or bounds[0] > bounds[1]:
         raise ValueError(
@@ -458,11 +458,6 @@ def _numbers(values: Any, name: str, check: Callable[[Any, str], Any]) -> tuple 
     if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or len(values) == 0:
         raise TypeError(f"{name} must be a non-empty sequence of numbers or None, got {values!r}")
     return tuple(check(v, name) for v in values)
-
-
-def _check_bool(value: Any, name: str) -> None:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be True or False, got {value!r}")
 
 
 def _map_from_pairs(map_from: Any, queries: str) -> tuple[tuple[str, float], ...] | None:
