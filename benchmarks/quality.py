@@ -502,6 +502,11 @@ BUDGET_VARIANTS: tuple[Variant, ...] = (
         half_sizes=(45, 60, 75, 90),
     ),
     Variant("Grad-CAM", "windows one size up", half_sizes=(45, 60, 75, 90)),
+    Variant(
+        "Grad-CAM",
+        "prior candidate as given (the default before run 11)",
+        {"prior_map_smoothing": 0.0},
+    ),
 )
 
 

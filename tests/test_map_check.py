@@ -10,6 +10,7 @@ from captum_borex._substrates import gaussian_blur
 from captum_borex.attr._map_check import checked_map, top_masks
 from captum_borex.attr._objective import WindowObjective
 from captum_borex.attr._window_args import window_space
+from captum_borex.bo.windows import box_smooth
 
 
 def test_top_masks_mark_the_highest_pixels_with_ties_broken_by_position():
@@ -72,9 +73,14 @@ def test_default_map_is_the_checked_candidate_at_the_counted_cost(
     assert model.seen == 3 * borex.calls_per_input(4)
     assert borex.calls_per_input(4) == 2 + 4 * 2 + 2 * len(names) * len(settings.map_check)
     if with_prior:
-        # The prior's map keeps the prior's ranking, in the evidence's units.
+        # The prior's map is the prior box-averaged over 5 x 5 pixels (half the smallest
+        # window), in the evidence's units.
         prior_map = details.evidence_maps["prior"]
-        assert torch.equal(prior_map.flatten(1).argsort(1), prior.flatten(1).argsort(1))
+        smoothed = box_smooth(prior, (2, 2))
+        torch.testing.assert_close(
+            prior_map / prior_map.mean((1, 2), keepdim=True),
+            smoothed / smoothed.mean((1, 2), keepdim=True),
+        )
         torch.testing.assert_close(
             prior_map.abs().mean((1, 2)), details.evidence_maps["both"].abs().mean((1, 2))
         )
@@ -161,3 +167,41 @@ def test_weights_without_fusion_are_refused():
 
 def test_map_check_fractions_are_sorted_once():
     assert BORExSettings(map_check=[0.75, 0.25, 0.75]).map_check == (0.25, 0.75)
+
+
+@pytest.mark.parametrize("smoothing, support", [(0.5, 5 * 5), (0.0, 1)])
+def test_the_prior_candidate_is_box_averaged_over_half_the_smallest_window(
+    cnn, shapes_val, smoothing, support
+):
+    """On 32-px inputs the smallest window's half-size is 4, so by default a one-pixel prior
+    becomes a 5 x 5 box of equal values in the check; 0 keeps it as given. The prior the
+    search uses is the prior as given either way."""
+    images, labels, _ = shapes_val
+    x, y = images[:2], labels[:2]
+    assert window_space((32, 32), None, None).combos[0].tolist() == [4, 4]
+    prior = torch.zeros(2, 32, 32)
+    prior[:, 16, 10] = 1.0
+    settings = BORExSettings(prior_map_smoothing=smoothing)
+    details = BOREx(cnn, prior, settings).attribute(
+        x, target=y, n_iter=2, seed=0, return_details=True
+    )
+    candidate = details.evidence_maps["prior"]
+    for one in candidate:
+        nonzero = one.nonzero()
+        assert len(nonzero) == support
+        assert torch.allclose(one[one != 0], one[one != 0][0].expand(support))
+        assert nonzero.float().mean(0).tolist() == [16.0, 10.0]
+    assert (details.prior != 0).sum().item() == 2
+
+
+@pytest.mark.parametrize(
+    "options, error, message",
+    [
+        (dict(prior_map_smoothing=-0.5), ValueError, "prior_map_smoothing"),
+        (dict(prior_map_smoothing="0.5"), TypeError, "prior_map_smoothing"),
+        (dict(surrogate="field", prior_map_smoothing=0.0), ValueError, "windows"),
+    ],
+)
+def test_bad_prior_map_smoothing_raises(options, error, message):
+    with pytest.raises(error, match=message):
+        BORExSettings(**options)

@@ -40,7 +40,7 @@ from captum_borex.attr.fusion import rank_fusion
 from captum_borex.attr.settings import BORExSettings, resolve_settings
 from captum_borex.bo.field import FieldResult, FieldSettings, refine_field
 from captum_borex.bo.optimizer import BOResult, BOSettings, optimise
-from captum_borex.bo.windows import WindowSpace
+from captum_borex.bo.windows import WindowSpace, smoothed_over_windows
 
 
 @dataclass
@@ -68,9 +68,9 @@ class BORExDetails:
             model calls) and in the optimiser (everything else), for profiling.
         evidence_maps: ``(N, *spatial)`` map of each kind of evidence the map is built
             from or chosen among (``settings.map_sources``; "prior" is the prior's own map,
-            rescaled to the evidence's mean absolute value), by name, in the units of the
-            map: reweight them with :func:`~captum_borex.attr.rank_fusion` at no model
-            call.
+            box-averaged by ``settings.prior_map_smoothing`` and rescaled to the evidence's
+            mean absolute value), by name, in the units of the map: reweight them with
+            :func:`~captum_borex.attr.rank_fusion` at no model call.
         gp_map: ``(N, *spatial)`` the model's own map: the field itself, or the window GP's
             posterior mean of ``settings.queries``' evidence rebuilt over pixels on its
             scale (``tanh(gain * delta / 2)``), before it is turned into a change of
@@ -470,7 +470,8 @@ class BOREx(PerturbationAttribution):
         else:
             evidence = _window_evidence(objective, result, settings)
             if "prior" in sources:
-                evidence["prior"] = _in_units_of(prior, next(iter(evidence.values())))
+                prior_map = smoothed_over_windows(prior, call.space, settings.prior_map_smoothing)
+                evidence["prior"] = _in_units_of(prior_map, next(iter(evidence.values())))
             gp_map, std_map, lengthscale = result.mean_map, result.std_map, result.lengthscale
         checks: dict[str, Tensor] = {}
         if settings.check_candidates(self.prior is not None):

@@ -49,6 +49,7 @@ WINDOWS_ONLY = (
     "warm_start",
     "exact_map",
     "map_check",
+    "prior_map_smoothing",
 )
 #: Settings only the ``"field"`` surrogate reads.
 FIELD_ONLY = ("cells", "smoothing", "focus")
@@ -108,8 +109,9 @@ class BORExSettings:
             space). Default: "blur" (published: None)
         map_from: *windows*: which maps the map is built from: None for the default's
             (below), or one or several of "both", "delete" and "keep" that the queries
-            observe and "prior", the prior's own map (in the evidence's units; it needs a
-            prior and at least one evidence beside it), fused by weighted mean rank
+            observe and "prior", the prior's own map (box-averaged by
+            ``prior_map_smoothing``, in the evidence's units; it needs a prior and at least
+            one evidence beside it), fused by weighted mean rank
             (:func:`~captum_borex.attr.rank_fusion`) or chosen among by ``map_check``; a
             mapping gives the weights. Stored as a tuple of ``(name, weight)`` pairs.
             Default: None (with a map check and ``queries="both"``: both, delete, keep and
@@ -132,6 +134,12 @@ class BORExSettings:
             len(map_check)`` model calls per input after the last round (16 by default with
             a prior, 12 without); None (published) fuses instead.
             Default: (0.1, 0.5)
+        prior_map_smoothing: *windows*: where the prior's own map is one of ``map_from``'s
+            maps (a map-check candidate, by default), it is box-averaged over this many
+            times the smallest window's half-size along each axis first (0: as given): the
+            windows cannot confirm detail finer than themselves, and deletion and insertion
+            reward a top that forms connected regions. Only this candidate changes; the GP's
+            prior mean and map keep the prior's own detail. Default: 0.5
 
     **The prior**
 
@@ -207,6 +215,7 @@ class BORExSettings:
     keep_baselines: KeepBaselines = "blur"
     map_from: MapFrom = None
     map_check: tuple[float, ...] | None = (0.1, 0.5)
+    prior_map_smoothing: float = 0.5
     prior_scale: float = 0.1
     prior_reduction: ChannelReduction = "sum"
     prior_mean: Literal["center", "window"] = "center"
@@ -419,6 +428,7 @@ def _check_prior_settings(s: BORExSettings) -> dict[str, Any]:
     return {
         "prior_scale": check_positive(s.prior_scale, "prior_scale"),
         "prior_fit_strength": check_positive(s.prior_fit_strength, "prior_fit_strength"),
+        "prior_map_smoothing": check_nonnegative(s.prior_map_smoothing, "prior_map_smoothing"),
     }
 
 

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from captum_borex.bo.acquisition import best_index, centrality_penalty
-from captum_borex.bo.windows import WindowSpace
+from captum_borex.bo.windows import WindowSpace, smoothed_over_windows
 
 #: Candidate length scales of the residual field, in cells.
 LENGTHSCALES = (1.0, 2.0, 4.0)
@@ -421,9 +421,7 @@ def _field_map(
     view = (-1,) + (1,) * len(cells.shape)
     per_cell = torch.stack(_cell_sizes(cells)).prod(0)
     correction = cells.upsample(residual / per_cell)
-    if settings.smoothing > 0:
-        half = [round(settings.smoothing * h) for h in space.combos[0].tolist()]
-        correction = _box_smooth(correction, half)
+    correction = smoothed_over_windows(correction, space, settings.smoothing)
     return (
         (slope * model.total).view(view) * model.density
         + (offset * model.total / math.prod(cells.shape)).view(view)
@@ -435,14 +433,6 @@ def _cell_sizes(cells: CellGrid) -> list[Tensor]:
     """Pixels per cell as one ``(n,)`` tensor per axis."""
     grids = torch.meshgrid(*cells.counts, indexing="ij")
     return [g.flatten() for g in grids]
-
-
-def _box_smooth(maps: Tensor, half: Sequence[int]) -> Tensor:
-    """A border-aware box mean over ``2 * half + 1`` pixels per axis."""
-    kernel = tuple(2 * h + 1 for h in half)
-    padding = tuple(half)
-    pool = F.avg_pool2d if maps.dim() == 3 else F.avg_pool3d
-    return pool(maps.unsqueeze(1), kernel, 1, padding, count_include_pad=False)[:, 0]
 
 
 def _std_map(posterior: _Posterior, cells: CellGrid) -> Tensor:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 
@@ -194,3 +195,18 @@ class WindowSpace:
             inside = inside.view(view)
             mask = inside if mask is None else mask & inside
         return mask
+
+
+def box_smooth(maps: Tensor, half: Sequence[int]) -> Tensor:
+    """``(N, *shape)`` maps box-averaged over ``2 * half + 1`` pixels per axis (at a border,
+    over the pixels inside)."""
+    kernel = tuple(2 * h + 1 for h in half)
+    pool = F.avg_pool2d if maps.dim() == 3 else F.avg_pool3d
+    return pool(maps.unsqueeze(1), kernel, 1, tuple(half), count_include_pad=False)[:, 0]
+
+
+def smoothed_over_windows(maps: Tensor, space: WindowSpace, share: float) -> Tensor:
+    """``(N, *space.shape)`` maps box-averaged over ``share`` times the smallest window's
+    half-length along each axis (unchanged where that rounds to 0)."""
+    half = [round(share * h) for h in space.combos[0].tolist()]
+    return box_smooth(maps, half) if any(half) else maps
