@@ -507,6 +507,11 @@ BUDGET_VARIANTS: tuple[Variant, ...] = (
         "prior candidate as given (the default before run 11)",
         {"prior_map_smoothing": 0.0},
     ),
+    Variant(
+        "Grad-CAM",
+        "tops shown at 50% and 75% (map_check_shown)",
+        {"map_check_shown": (0.5, 0.75)},
+    ),
 )
 
 

@@ -45,7 +45,7 @@ def test_the_check_picks_the_map_whose_top_holds_the_evidence():
     right, wrong = region + 0.01 * torch.rand(2, 16, 16), 1 - region
     first = torch.stack([wrong[0], right[1]])
     second = torch.stack([right[0], wrong[1]])
-    chosen, checks = checked_map(objective, {"a": first, "b": second}, (0.25, 0.5))
+    chosen, checks = checked_map(objective, {"a": first, "b": second}, (0.25, 0.5), (0.25,))
     assert torch.equal(chosen, right)
     assert list(checks) == ["a", "b"]
     assert checks["b"][0] > checks["a"][0] and checks["a"][1] > checks["b"][1]
@@ -71,7 +71,9 @@ def test_default_map_is_the_checked_candidate_at_the_counted_cost(
     assert torch.equal(x, x_before)
     assert tuple(details.map_checks) == names
     assert model.seen == 3 * borex.calls_per_input(4)
-    assert borex.calls_per_input(4) == 2 + 4 * 2 + 2 * len(names) * len(settings.map_check)
+    # Each candidate's top deleted and shown alone at 10% and 50%.
+    assert settings.check_fractions == ((0.1, 0.5), (0.1, 0.5))
+    assert borex.calls_per_input(4) == 2 + 4 * 2 + len(names) * (2 + 2)
     if with_prior:
         # The prior's map is the prior box-averaged over 5 x 5 pixels (half the smallest
         # window), in the evidence's units.
@@ -84,20 +86,22 @@ def test_default_map_is_the_checked_candidate_at_the_counted_cost(
         torch.testing.assert_close(
             prior_map.abs().mean((1, 2)), details.evidence_maps["both"].abs().mean((1, 2))
         )
-    # Replay each candidate's check by hand: s(top shown on the blur) - s(top deleted).
+    # Replay each candidate's check by hand: the mean s(top shown on the blur) at its
+    # fractions minus the mean s(top deleted) at its own.
     blur = gaussian_blur(x)
+    deleted_at, shown_at = settings.check_fractions
     with torch.no_grad():
 
         def p(batch: torch.Tensor) -> torch.Tensor:
             return torch.softmax(cnn(batch), 1)[torch.arange(3), y]
 
         for name, evidence in details.evidence_maps.items():
-            masks = top_masks(evidence, settings.map_check)
-            replay = torch.stack(
-                [p(torch.where(m, x, blur)) - p(torch.where(m, 0.0, x)) for m in masks]
+            shown = torch.stack([p(torch.where(m, x, blur)) for m in top_masks(evidence, shown_at)])
+            deleted = torch.stack(
+                [p(torch.where(m, 0.0, x)) for m in top_masks(evidence, deleted_at)]
             )
             torch.testing.assert_close(
-                details.map_checks[name], replay.mean(0), atol=1e-5, rtol=1e-4
+                details.map_checks[name], shown.mean(0) - deleted.mean(0), atol=1e-5, rtol=1e-4
             )
     best = torch.stack(list(details.map_checks.values())).argmax(0)
     candidates = torch.stack(list(details.evidence_maps.values()))
@@ -114,9 +118,11 @@ def test_nothing_is_checked_with_one_map_or_the_field():
     ):
         assert settings.check_candidates() == ()
         assert settings.calls_per_input(3) == settings.calls_per_input(3, prior=False) == calls
-    two = BORExSettings(map_from=("delete", "keep"), map_check=(0.5,))
+    two = BORExSettings(map_from=("delete", "keep"), map_check=(0.5,), map_check_shown=None)
     assert two.check_candidates() == ("delete", "keep")
+    assert two.check_fractions == ((0.5,), (0.5,))
     assert two.calls_per_input(3) == 2 + 3 * 2 + 2 * 2
+    assert BORExSettings(map_check=None).check_fractions == ((), ())
 
 
 def test_the_prior_map_needs_a_prior_and_evidence_beside_it(cnn):
@@ -154,9 +160,10 @@ def test_the_prior_map_fuses_by_rank_without_a_check(cnn, shapes_val):
         (0.5, TypeError),
     ],
 )
-def test_bad_map_check_is_refused_by_name(value, error):
-    with pytest.raises(error, match="map_check"):
-        BORExSettings(map_check=value)
+@pytest.mark.parametrize("name", ["map_check", "map_check_shown"])
+def test_bad_map_check_is_refused_by_name(value, error, name):
+    with pytest.raises(error, match=name):
+        BORExSettings(**{name: value})
 
 
 def test_weights_without_fusion_are_refused():
@@ -167,6 +174,34 @@ def test_weights_without_fusion_are_refused():
 
 def test_map_check_fractions_are_sorted_once():
     assert BORExSettings(map_check=[0.75, 0.25, 0.75]).map_check == (0.25, 0.75)
+    assert BORExSettings(map_check_shown=[0.9, 0.3, 0.9]).map_check_shown == (0.3, 0.9)
+
+
+def test_the_check_shows_the_tops_at_their_own_fractions(cnn, shapes_val):
+    images, labels, _ = shapes_val
+    x, y = images[:2], labels[:2]
+    settings = BORExSettings(map_check_shown=(0.5, 0.75))
+    assert settings.check_fractions == ((0.1, 0.5), (0.5, 0.75))
+    assert settings.calls_per_input(3) == BORExSettings().calls_per_input(3)
+    details = BOREx(cnn, None, settings).attribute(
+        x, target=y, n_iter=3, seed=0, return_details=True
+    )
+    blur = gaussian_blur(x)
+    with torch.no_grad():
+
+        def p(batch: torch.Tensor) -> torch.Tensor:
+            return torch.softmax(cnn(batch), 1)[torch.arange(2), y]
+
+        for name, evidence in details.evidence_maps.items():
+            shown = [p(torch.where(m, x, blur)) for m in top_masks(evidence, (0.5, 0.75))]
+            deleted = [p(torch.where(m, 0.0, x)) for m in top_masks(evidence, (0.1, 0.5))]
+            expected = torch.stack(shown).mean(0) - torch.stack(deleted).mean(0)
+            torch.testing.assert_close(details.map_checks[name], expected, atol=1e-5, rtol=1e-4)
+
+
+def test_map_check_shown_is_windows_only():
+    with pytest.raises(ValueError, match="map_check_shown.*windows"):
+        BORExSettings(surrogate="field", map_check_shown=(0.5,))
 
 
 @pytest.mark.parametrize("smoothing, support", [(0.5, 5 * 5), (0.0, 1)])

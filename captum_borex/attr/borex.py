@@ -475,7 +475,7 @@ class BOREx(PerturbationAttribution):
             gp_map, std_map, lengthscale = result.mean_map, result.std_map, result.lengthscale
         checks: dict[str, Tensor] = {}
         if settings.check_candidates(self.prior is not None):
-            maps, checks = checked_map(objective, evidence, cast(tuple, settings.map_check))
+            maps, checks = checked_map(objective, evidence, *settings.check_fractions)
         else:
             maps = fused_map(evidence, sources)
         maps = maps.unsqueeze(1).expand_as(x).contiguous()
