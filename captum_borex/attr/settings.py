@@ -138,7 +138,7 @@ class BORExSettings:
             candidate's top alone; None: ``map_check``'s. A deletion curve falls early, so
             its start tells candidates apart, while an insertion curve on a blurred canvas
             rises late: ``(0.5, 0.75)`` trades a little insertion for lower deletion (in the
-            benchmark's run 12, photo deletion about 0.006 lower, insertion 0.001 to 0.009
+            benchmark's run 12, photo deletion up to 0.006 lower, insertion 0.001 to 0.009
             lower, the same calls and as many rows won). Default: None
         prior_map_smoothing: *windows*: where the prior's own map is one of ``map_from``'s
             maps (a map-check candidate, by default), it is box-averaged over this many
