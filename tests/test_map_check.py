@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from captum_borex import BOREx, BORExSettings
+from captum_borex import BOREx, BORExDetails, BORExSettings
 from captum_borex._substrates import gaussian_blur
 from captum_borex.attr._map_check import checked_map, top_masks
 from captum_borex.attr._objective import WindowObjective
@@ -86,26 +86,33 @@ def test_default_map_is_the_checked_candidate_at_the_counted_cost(
         torch.testing.assert_close(
             prior_map.abs().mean((1, 2)), details.evidence_maps["both"].abs().mean((1, 2))
         )
-    # Replay each candidate's check by hand: the mean s(top shown on the blur) at its
-    # fractions minus the mean s(top deleted) at its own.
-    blur = gaussian_blur(x)
-    deleted_at, shown_at = settings.check_fractions
-    with torch.no_grad():
-
-        def p(batch: torch.Tensor) -> torch.Tensor:
-            return torch.softmax(cnn(batch), 1)[torch.arange(3), y]
-
-        for name, evidence in details.evidence_maps.items():
-            shown = torch.stack([p(torch.where(m, x, blur)) for m in top_masks(evidence, shown_at)])
-            deleted = torch.stack(
-                [p(torch.where(m, 0.0, x)) for m in top_masks(evidence, deleted_at)]
-            )
-            torch.testing.assert_close(
-                details.map_checks[name], shown.mean(0) - deleted.mean(0), atol=1e-5, rtol=1e-4
-            )
+    _assert_checks_replay(cnn, x, y, details, *settings.check_fractions)
     best = torch.stack(list(details.map_checks.values())).argmax(0)
     candidates = torch.stack(list(details.evidence_maps.values()))
     assert torch.equal(details.attributions[:, 0], candidates[best, torch.arange(3)])
+
+
+def _assert_checks_replay(
+    cnn: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    details: BORExDetails,
+    deleted_at: tuple[float, ...],
+    shown_at: tuple[float, ...],
+) -> None:
+    """Each candidate's check, replayed by hand: the mean s(top shown on the blur) at
+    ``shown_at`` minus the mean s(top deleted onto zeros) at ``deleted_at``."""
+    blur = gaussian_blur(x)
+
+    def p(batch: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(cnn(batch), 1)[torch.arange(len(x)), y]
+
+    with torch.no_grad():
+        for name, evidence in details.evidence_maps.items():
+            shown = [p(torch.where(m, x, blur)) for m in top_masks(evidence, shown_at)]
+            deleted = [p(torch.where(m, 0.0, x)) for m in top_masks(evidence, deleted_at)]
+            expected = torch.stack(shown).mean(0) - torch.stack(deleted).mean(0)
+            torch.testing.assert_close(details.map_checks[name], expected, atol=1e-5, rtol=1e-4)
 
 
 def test_nothing_is_checked_with_one_map_or_the_field():
@@ -118,7 +125,7 @@ def test_nothing_is_checked_with_one_map_or_the_field():
     ):
         assert settings.check_candidates() == ()
         assert settings.calls_per_input(3) == settings.calls_per_input(3, prior=False) == calls
-    two = BORExSettings(map_from=("delete", "keep"), map_check=(0.5,), map_check_shown=None)
+    two = BORExSettings(map_from=("delete", "keep"), map_check=(0.5,))
     assert two.check_candidates() == ("delete", "keep")
     assert two.check_fractions == ((0.5,), (0.5,))
     assert two.calls_per_input(3) == 2 + 3 * 2 + 2 * 2
@@ -186,17 +193,7 @@ def test_the_check_shows_the_tops_at_their_own_fractions(cnn, shapes_val):
     details = BOREx(cnn, None, settings).attribute(
         x, target=y, n_iter=3, seed=0, return_details=True
     )
-    blur = gaussian_blur(x)
-    with torch.no_grad():
-
-        def p(batch: torch.Tensor) -> torch.Tensor:
-            return torch.softmax(cnn(batch), 1)[torch.arange(2), y]
-
-        for name, evidence in details.evidence_maps.items():
-            shown = [p(torch.where(m, x, blur)) for m in top_masks(evidence, (0.5, 0.75))]
-            deleted = [p(torch.where(m, 0.0, x)) for m in top_masks(evidence, (0.1, 0.5))]
-            expected = torch.stack(shown).mean(0) - torch.stack(deleted).mean(0)
-            torch.testing.assert_close(details.map_checks[name], expected, atol=1e-5, rtol=1e-4)
+    _assert_checks_replay(cnn, x, y, details, (0.1, 0.5), (0.5, 0.75))
 
 
 def test_map_check_shown_is_windows_only():
