@@ -512,6 +512,11 @@ BUDGET_VARIANTS: tuple[Variant, ...] = (
         "tops shown at 50% and 75% (map_check_shown)",
         {"map_check_shown": (0.5, 0.75)},
     ),
+    Variant(
+        "Grad-CAM",
+        "tops shown at 50% only (map_check_shown; a 12-call check)",
+        {"map_check_shown": (0.5,)},
+    ),
 )
 
 
