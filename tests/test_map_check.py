@@ -184,16 +184,28 @@ def test_map_check_fractions_are_sorted_once():
     assert BORExSettings(map_check_shown=[0.9, 0.3, 0.9]).map_check_shown == (0.3, 0.9)
 
 
-def test_the_check_shows_the_tops_at_their_own_fractions(cnn, shapes_val):
+@pytest.mark.parametrize(
+    "deleted_at, shown_at, calls",
+    [
+        ((0.1, 0.5), (0.5, 0.75), 2 + 3 * 2 + 3 * (2 + 2)),
+        ((0.1, 0.5), (0.5,), 2 + 3 * 2 + 3 * (2 + 1)),
+        ((0.5,), (0.25, 0.5, 0.75), 2 + 3 * 2 + 3 * (1 + 3)),
+    ],
+)
+def test_the_check_shows_the_tops_at_their_own_fractions(
+    cnn, shapes_val, recording, deleted_at, shown_at, calls
+):
     images, labels, _ = shapes_val
     x, y = images[:2], labels[:2]
-    settings = BORExSettings(map_check_shown=(0.5, 0.75))
-    assert settings.check_fractions == ((0.1, 0.5), (0.5, 0.75))
-    assert settings.calls_per_input(3) == BORExSettings().calls_per_input(3)
-    details = BOREx(cnn, None, settings).attribute(
+    settings = BORExSettings(map_check=deleted_at, map_check_shown=shown_at)
+    assert settings.check_fractions == (deleted_at, shown_at)
+    assert settings.calls_per_input(3, prior=False) == calls
+    model = recording(cnn)
+    details = BOREx(model, None, settings).attribute(
         x, target=y, n_iter=3, seed=0, return_details=True
     )
-    _assert_checks_replay(cnn, x, y, details, (0.1, 0.5), (0.5, 0.75))
+    assert model.seen == 2 * calls
+    _assert_checks_replay(cnn, x, y, details, deleted_at, shown_at)
 
 
 def test_map_check_shown_is_windows_only():
