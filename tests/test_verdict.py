@@ -87,3 +87,25 @@ def test_budgets_and_variant_window_sizes_from_the_command_line(monkeypatch) -> 
     assert up.window_sizes(224) == [45, 60, 75, 90]
     assert up.window_sizes(32) == [6, 9, 11, 13]
     assert quality.Variant("Grad-CAM", "default").window_sizes(128) is None
+
+
+def test_the_photos_model_from_the_command_line(monkeypatch) -> None:
+    monkeypatch.setattr(sys, "argv", ["quality.py"])
+    assert quality.configured(quality.parse_args()).photo_model == "lite0"
+    monkeypatch.setattr(sys, "argv", ["quality.py", "--photo-model", "lite2"])
+    assert quality.configured(quality.parse_args()).photo_model == "lite2"
+    monkeypatch.setattr(sys, "argv", ["quality.py", "--photo-model", "resnet50"])
+    with pytest.raises(SystemExit) as exit_:
+        quality.parse_args()
+    assert exit_.value.code == 2
+    with pytest.raises(ValueError, match="name must be one of lite0, lite1, lite2.*got 'resnet50'"):
+        quality.load_model("resnet50")
+
+
+def test_a_held_out_model_is_named_in_the_tables() -> None:
+    images = torch.zeros(2, 3, 16, 16)
+    task = quality.Task("photos", torch.nn.Identity(), images, torch.zeros(2), None, None)
+    assert task.label == "photos 16px"
+    task.model_name = "EfficientNet-Lite2"
+    assert task.label == "photos 16px EfficientNet-Lite2"
+    assert task.to(torch.device("cpu")).label == task.label
