@@ -224,6 +224,7 @@ def photos_task(
         return None
     x = torch.cat(images)
     crops = f", {n_crops} crops each" if n_crops > 1 else ""
+    model_label = f"EfficientNet-{model_name.capitalize()}"
     cam_layer = model.net._bn1 if cam_block is None else model.net._blocks[cam_block]
     layer = "" if cam_block is None else f"; Grad-CAM at block {cam_block}"
     return Task(
@@ -235,8 +236,8 @@ def photos_task(
         cam_layer,
         note=f"{len(PHOTOS)} photos{crops}, each also mirrored: {len(x)} images {size}x{size}"
         + layer
-        + f"; EfficientNet-{model_name.capitalize()}",
-        model_name="" if model_name == "lite0" else f"EfficientNet-{model_name.capitalize()}",
+        + f"; {model_label}",
+        model_name="" if model_name == "lite0" else model_label,
     )
 
 

