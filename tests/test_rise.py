@@ -83,6 +83,32 @@ def test_seed_reproducible_and_tuple_convention(cnn, shapes_val):
     assert RISE.get_name() == "RISE"
 
 
+class BatchSizes(nn.Module):
+    """The wrapped model, recording the size of every batch it is given."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.sizes: list[int] = []
+
+    def forward(self, x):
+        self.sizes.append(x.shape[0])
+        return self.model(x)
+
+
+def test_internal_batch_size_bounds_the_model_batch_and_keeps_the_map(cnn, shapes_val):
+    images, labels, _ = shapes_val
+    recorded = BatchSizes(cnn)
+    kwargs = dict(target=labels[:3], n_masks=20, seed=2, perturbations_per_eval=8)
+    whole = RISE(recorded).attribute(images[:3], **kwargs)
+    assert max(recorded.sizes[1:]) == 3 * 8
+    recorded.sizes.clear()
+    split = RISE(recorded).attribute(images[:3], internal_batch_size=5, **kwargs)
+    assert max(recorded.sizes) <= 5
+    assert sum(recorded.sizes[1:]) == 3 * 20
+    torch.testing.assert_close(split, whole, atol=1e-6, rtol=1e-5)
+
+
 @pytest.mark.parametrize(
     "kwargs, error, message",
     [
@@ -91,6 +117,8 @@ def test_seed_reproducible_and_tuple_convention(cnn, shapes_val):
         ({"cells": 64}, ValueError, "cells"),
         ({"target": 9}, ValueError, "target 9 is out of range"),
         ({"cells": (3,)}, ValueError, "one value per spatial axis"),
+        ({"internal_batch_size": 0}, ValueError, "internal_batch_size must be >= 1"),
+        ({"internal_batch_size": 2.0}, TypeError, "internal_batch_size must be an int"),
     ],
 )
 def test_bad_arguments(cnn, shapes_val, kwargs, error, message):

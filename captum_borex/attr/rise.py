@@ -69,6 +69,7 @@ class RISE(PerturbationAttribution):
         cells: int | Sequence[int] = 7,
         keep_prob: float = 0.5,
         perturbations_per_eval: int = 32,
+        internal_batch_size: int | None = None,
         seed: int | None = None,
         apply_softmax: bool = True,
         show_progress: bool = False,
@@ -89,8 +90,15 @@ class RISE(PerturbationAttribution):
             cells: Cells of the low-resolution grid per spatial axis (an int for all
                 axes, or one per axis). Default: 7
             keep_prob: Probability that a cell is kept. Default: 0.5
-            perturbations_per_eval: Masks evaluated per model call (the model sees
-                ``N * perturbations_per_eval`` inputs at once). Default: 32
+            perturbations_per_eval: Masks evaluated per step: each step masks every
+                input with this many masks, so the model sees ``N * perturbations_per_eval``
+                inputs at once unless ``internal_batch_size`` splits them. Default: 32
+            internal_batch_size: Largest batch passed to the model at once; a step's
+                ``N * perturbations_per_eval`` masked inputs are split into chunks of at
+                most this size. Bounds the memory a big batch or model needs without
+                changing the map (for example, 72 images with EfficientNet-Lite2 at 160 px
+                and the default 32 masks a step made one batch of 2304 images that needed
+                about 21 GB). None passes a step's inputs at once. Default: None
             seed: Seed of the masks and of any randomness in the model (e.g. Dropout
                 in training mode), for reproducible maps; the whole call then runs under a
                 forked RNG, so the global RNG is not touched. None uses the global RNG.
@@ -111,6 +119,8 @@ class RISE(PerturbationAttribution):
         spatial = tuple(x.shape[2:])
         check_int(n_masks, "n_masks")
         check_int(perturbations_per_eval, "perturbations_per_eval")
+        if internal_batch_size is not None:
+            check_int(internal_batch_size, "internal_batch_size")
         keep_prob = check_positive(keep_prob, "keep_prob")
         if keep_prob > 1:
             raise ValueError(f"keep_prob must be in (0, 1], got {keep_prob}")
@@ -147,7 +157,7 @@ class RISE(PerturbationAttribution):
                     additional_forward_args,
                     batch,
                     apply_softmax,
-                    None,
+                    internal_batch_size,
                 ).view(batch, k)
                 saliency += scores.to(torch.float64) @ masks.flatten(1).to(torch.float64)
         saliency = (saliency / (n_masks * keep_prob)).view(batch, 1, *spatial)
