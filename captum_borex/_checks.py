@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
+import sys
+import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import captum
 import torch
 from torch import Tensor
 
@@ -13,6 +18,24 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 
 #: Image batches are ``(N, C, H, W)``, clip batches ``(N, C, T, H, W)``.
 SUPPORTED_NDIMS = (4, 5)
+
+#: Frames from files under these paths are skipped when a warning looks for the user's line.
+_LIBRARY_PATHS = (
+    os.path.dirname(os.path.abspath(__file__)) + os.sep,
+    os.path.dirname(os.path.abspath(captum.__file__)) + os.sep,
+    contextlib.__file__,
+)
+
+
+def warn_at_caller(message: str, category: type[Warning] = UserWarning) -> None:
+    """Issue a warning attributed to the first caller outside this package and Captum,
+    so that it names the user's line (and their warning filters see their own module)."""
+    frame = sys._getframe(1)
+    level = 2
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(_LIBRARY_PATHS):
+        frame = frame.f_back
+        level += 1
+    warnings.warn(message, category, stacklevel=level)
 
 
 def format_inputs(inputs: Any, name: str = "inputs") -> tuple[Tensor, bool]:

@@ -6,7 +6,6 @@ import contextlib
 import functools
 import random
 import types
-import warnings
 from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
@@ -14,6 +13,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.dropout import _DropoutNd
+
+from captum_borex._checks import warn_at_caller
 
 _HOOK_DICTS = (
     "_forward_hooks",
@@ -80,12 +81,10 @@ def warn_if_training(modules: Iterable[nn.Module]) -> None:
     """One ``UserWarning`` if a model has Dropout or BatchNorm layers in training mode."""
     for root in modules:
         if any(m.training and isinstance(m, (_DropoutNd, _BatchNorm)) for m in root.modules()):
-            warnings.warn(
+            warn_at_caller(
                 f"the model {type(root).__name__} is in training mode: Dropout and BatchNorm "
                 "make its outputs random or batch-dependent, so explanations and measures are "
-                "noisy (a seed still makes them reproducible); call model.eval() first",
-                UserWarning,
-                stacklevel=4,
+                "noisy (a seed still makes them reproducible); call model.eval() first"
             )
             return
 

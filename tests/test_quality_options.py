@@ -366,8 +366,9 @@ def test_warns_when_the_baseline_is_taken_for_the_target():
     model = _DefaultsToClassZero()
     x = torch.rand(3, 3, 16, 16)
     on_baselines = borex_with(model, keep_baselines=None)
-    with pytest.warns(UserWarning, match="baseline alone gets probability"):
+    with pytest.warns(UserWarning, match="baseline alone gets probability") as record:
         on_baselines.attribute(x, target=0, n_iter=2, seed=0, window_sizes=(2, 3))
+    assert [w.filename for w in record] == [__file__]  # the caller's line, not the library's
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         on_baselines.attribute(x, target=1, n_iter=2, seed=0, window_sizes=(2, 3))

@@ -124,6 +124,7 @@ def test_train_mode_models_are_left_alone_warned_about_and_seeded(name: str, wra
     assert model.training
     training = [w for w in caught if "training mode" in str(w.message)]
     assert len(training) == 1 and "model.eval()" in str(training[0].message)
+    assert training[0].filename == __file__, "the warning should name the caller's line"
     if name in ("BOREx", "RISE"):  # same seed, same map, Dropout included
         assert torch.equal(first, second)
 

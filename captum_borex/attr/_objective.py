@@ -4,7 +4,6 @@ and the evidence ``tanh(gain * delta / 2)``, and the reference scores before the
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -12,6 +11,7 @@ import torch
 from captum._utils.typing import TargetType
 from torch import Tensor
 
+from captum_borex._checks import warn_at_caller
 from captum_borex._forward import target_scores
 from captum_borex._substrates import make_substrate
 from captum_borex.attr.settings import NEEDS
@@ -62,11 +62,7 @@ def warn_if_baseline_is_the_target(
                 ", so their maps carry little information; pass baselines (or keep_baselines) "
                 "that the model does not take for the target (e.g. the mean image)"
             )
-        warnings.warn(
-            opening + advice + ", or check which inputs with the model's output on them",
-            UserWarning,
-            stacklevel=4,
-        )
+        warn_at_caller(opening + advice + ", or check which inputs with the model's output on them")
     return probability
 
 
