@@ -1,4 +1,4 @@
-"""Argument checks shared by the attribution methods and the measures."""
+"""Argument checks and warnings shared by the attribution methods and the measures."""
 
 from __future__ import annotations
 
