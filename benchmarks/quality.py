@@ -465,6 +465,14 @@ class Variant:
         return list(half_sizes(None, "half_sizes", scaled, side, "pixels"))
 
 
+#: Delete queries only, the map checked between the delete evidence and the prior's map,
+#: and the prior's part of the GP map box-averaged (run 16).
+DPS: dict[str, Any] = {
+    "queries": "delete",
+    "map_from": ("delete", "prior"),
+    "map_prior": "smoothed",
+}
+
 #: The equal-budget variants of BOREx. The first is the verdict's row (the default preset over
 #: Grad-CAM); the others are ablations, shown in the tables but not counted. Edit freely.
 BUDGET_VARIANTS: tuple[Variant, ...] = (
@@ -532,6 +540,13 @@ BUDGET_VARIANTS: tuple[Variant, ...] = (
         "Grad-CAM",
         "tops shown at 50% only (map_check_shown; a 12-call check)",
         {"map_check_shown": (0.5,)},
+    ),
+    Variant("Grad-CAM", "delete queries, check of the delete and prior maps, smoothed", DPS),
+    Variant(
+        "Grad-CAM",
+        "delete queries, check of the delete and prior maps, smoothed, windows two sizes up",
+        DPS,
+        half_sizes=(60, 75, 90, 105),
     ),
 )
 
