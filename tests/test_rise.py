@@ -83,29 +83,16 @@ def test_seed_reproducible_and_tuple_convention(cnn, shapes_val):
     assert RISE.get_name() == "RISE"
 
 
-class BatchSizes(nn.Module):
-    """The wrapped model, recording the size of every batch it is given."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-        self.sizes: list[int] = []
-
-    def forward(self, x):
-        self.sizes.append(x.shape[0])
-        return self.model(x)
-
-
-def test_internal_batch_size_bounds_the_model_batch_and_keeps_the_map(cnn, shapes_val):
+def test_internal_batch_size_bounds_the_model_batch_and_keeps_the_map(cnn, shapes_val, recording):
     images, labels, _ = shapes_val
-    recorded = BatchSizes(cnn)
     kwargs = dict(target=labels[:3], n_masks=20, seed=2, perturbations_per_eval=8)
-    whole = RISE(recorded).attribute(images[:3], **kwargs)
-    assert max(recorded.sizes[1:]) == 3 * 8
-    recorded.sizes.clear()
-    split = RISE(recorded).attribute(images[:3], internal_batch_size=5, **kwargs)
-    assert max(recorded.sizes) <= 5
-    assert sum(recorded.sizes[1:]) == 3 * 20
+    whole_model = recording(cnn)
+    whole = RISE(whole_model).attribute(images[:3], **kwargs)
+    assert whole_model.largest == 3 * 8
+    split_model = recording(cnn)
+    split = RISE(split_model).attribute(images[:3], internal_batch_size=5, **kwargs)
+    assert split_model.largest <= 5
+    assert split_model.seen == 3 + 3 * 20  # the target check, then every mask once
     torch.testing.assert_close(split, whole, atol=1e-6, rtol=1e-5)
 
 
